@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Install the Debian packages the test suite needs (run by `make test`).
+#
+# Idempotent and cheap when nothing is missing: packages already installed are
+# skipped without touching the network, so a second run takes well under 1 s.
+# Services are NOT started: the tests start their own throw-away servers.
+#
+# To add a dependency, append its Debian package name to PACKAGES below.
+set -euo pipefail
+
+# Debian packages needed by the test suite, one per line.
+PACKAGES=(
+    postgresql # server (initdb, pg_ctl, postgres) + client; tests/fixtures/postgres.py
+    # slurm-wlm
+    # munge
+    # openssh-server
+    # openjdk-17-jre-headless
+)
+
+is_installed() {
+    # The "Status:" field of `dpkg -s`; only "install ok installed" counts (a removed
+    # but not purged package is still known to dpkg). No pipe: safe under pipefail.
+    [[ $(dpkg-query -W -f='${Status}' "$1" 2>/dev/null) == "install ok installed" ]]
+}
+
+missing=()
+for pkg in "${PACKAGES[@]}"; do
+    is_installed "$pkg" || missing+=("$pkg")
+done
+
+if ((${#missing[@]} == 0)); then
+    echo "install-system-deps: all present (${PACKAGES[*]})"
+    exit 0
+fi
+
+if [[ $(id -u) -ne 0 ]]; then
+    echo "install-system-deps: missing Debian packages: ${missing[*]}" >&2
+    echo "install-system-deps: re-run as root (sudo bash $0) or: sudo apt-get install --no-install-recommends ${missing[*]}" >&2
+    exit 1
+fi
+
+# Keep maintainer scripts from starting services (e.g. the packaged PostgreSQL
+# cluster): policy-rc.d exiting 101 means "action forbidden". Respect an
+# existing policy file and remove only the one we created.
+policy=/usr/sbin/policy-rc.d
+if [[ ! -e $policy ]]; then
+    printf '#!/bin/sh\nexit 101\n' >"$policy"
+    chmod 755 "$policy"
+    trap 'rm -f "$policy"' EXIT
+fi
+
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+
+echo "install-system-deps: installed ${missing[*]}"

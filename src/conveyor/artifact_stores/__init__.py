@@ -1,0 +1,5 @@
+"""Artifact store components."""
+
+from conveyor.artifact_stores.base import BaseArtifactStore, BaseArtifactStoreConfig, BaseArtifactStoreFlavor
+
+__all__ = ["BaseArtifactStore", "BaseArtifactStoreConfig", "BaseArtifactStoreFlavor"]

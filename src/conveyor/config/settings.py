@@ -1,0 +1,71 @@
+"""Settings keys, their validation, and pipeline-under-step merging."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Mapping
+
+from pydantic import BaseModel
+
+from conveyor.config.base import BaseSettings, validate_strict
+from conveyor.config.resources import ResourceSettings
+from conveyor.exceptions import ConfigError
+
+if TYPE_CHECKING:
+    from conveyor.stack.flavor import Flavor
+
+RESOURCES = "resources"
+STEP_OPERATOR = "step_operator"
+STATIC_KEYS: dict[str, type[BaseSettings]] = {RESOURCES: ResourceSettings}
+VALID_KEYS_TEXT = '"resources", "step_operator", "step_operator.<flavor>"'
+
+SettingsInput = Mapping[str, BaseSettings | Mapping[str, Any]]
+
+
+def _as_dict(value: Any, where: str) -> dict[str, Any]:
+    if isinstance(value, BaseModel):
+        return value.model_dump(exclude_unset=True, mode="json")
+    if isinstance(value, Mapping):
+        return dict(value)
+    raise ConfigError(f"{where}: expected a settings object or a dict, got {type(value).__name__}")
+
+
+def normalize_settings(settings: SettingsInput | None, where: str) -> dict[str, dict[str, Any]]:
+    """Check keys and static values now, at decoration time; keep plain dicts for the snapshot."""
+    out: dict[str, dict[str, Any]] = {}
+    for key, value in (settings or {}).items():
+        label = f"{where} settings[{key!r}]"
+        if key in STATIC_KEYS:
+            model = STATIC_KEYS[key]
+            validated = validate_strict(model, value, label)
+            out[key] = validated.model_dump(exclude_unset=True, mode="json")
+        elif key == STEP_OPERATOR or (key.startswith(STEP_OPERATOR + ".") and len(key) > len(STEP_OPERATOR) + 1):
+            if isinstance(value, BaseSettings):
+                validate_strict(type(value), value, label)
+            out[key] = _as_dict(value, label)
+        else:
+            raise ConfigError(f"{where}: unknown settings key {key!r}. Valid keys: {VALID_KEYS_TEXT}")
+    return out
+
+
+def merge_settings(pipeline_level: Mapping[str, dict[str, Any]], step_level: Mapping[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Step-level fields win over pipeline-level ones, key by key and field by field."""
+    merged = {k: dict(v) for k, v in pipeline_level.items()}
+    for key, fields in step_level.items():
+        merged.setdefault(key, {}).update(fields)
+    return merged
+
+
+def resource_settings(settings: Mapping[str, dict[str, Any]]) -> ResourceSettings:
+    return ResourceSettings.model_validate(settings.get(RESOURCES, {}))
+
+
+def operator_settings(settings: Mapping[str, dict[str, Any]], flavor: "Flavor", where: str) -> BaseSettings | None:
+    """The flavor's settings: generic "step_operator" under "step_operator.<flavor>"; other flavors' keys ignored."""
+    model = flavor.settings_class
+    generic = settings.get(STEP_OPERATOR, {})
+    specific = settings.get(f"{STEP_OPERATOR}.{flavor.name}", {})
+    if model is None:
+        if generic or specific:
+            raise ConfigError(f"{where}: step operator flavor {flavor.name!r} takes no settings, but some were given")
+        return None
+    return validate_strict(model, {**generic, **specific}, f"{where} settings for flavor {flavor.name!r}")

@@ -1,0 +1,108 @@
+"""Remote side of a step: needs only Python, conveyor, the code and the artifact store. No database, no server.
+
+    python -m conveyor.entrypoints.step_operator --job URI --step_name NAME --step_run_id ID
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+import traceback
+from typing import Any, TextIO
+
+MEMORY_ADVICE = "killed for memory: raise ResourceSettings(memory=...)"
+
+
+class _Tee:
+    """Copies writes to a log file; the original stream keeps working."""
+
+    def __init__(self, stream: TextIO, log: TextIO) -> None:
+        self._stream, self._log = stream, log
+
+    def write(self, text: str) -> int:
+        self._log.write(text)
+        self._log.flush()
+        return self._stream.write(text)
+
+    def flush(self) -> None:
+        self._stream.flush()
+        self._log.flush()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+def _peak_memory() -> int:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def _error(err: BaseException, kind: str, message: str | None = None) -> dict[str, Any]:
+    return {"type": type(err).__name__, "message": message or str(err), "kind": kind,
+            "traceback": "".join(traceback.format_exception(err))}
+
+
+def run_job(job_uri: str) -> int:
+    from conveyor.artifacts.store import ArtifactStore
+    from conveyor.execution.jobspec import RESULT_VERSION, parse_job_spec
+
+    started = time.time()
+    bootstrap = ArtifactStore(job_uri.rsplit("/", 1)[0])
+    spec = parse_job_spec(bootstrap.read_text(job_uri), job_uri)
+    store_cfg = spec["artifact_store"]
+    store = ArtifactStore(store_cfg["root"], store_cfg.get("storage_options") or None)
+    log_file = None
+    if spec.get("log_uri") and store.local_path(spec["log_uri"]):
+        path = store.local_path(spec["log_uri"])
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        log_file = open(path, "a", buffering=1, encoding="utf-8")  # noqa: SIM115 - lives as long as the process
+        sys.stdout = _Tee(sys.stdout, log_file)  # type: ignore[assignment]
+        sys.stderr = _Tee(sys.stderr, log_file)  # type: ignore[assignment]
+
+    result: dict[str, Any] = {"version": RESULT_VERSION, "step_name": spec["step_name"], "attempt": spec["attempt"]}
+    try:
+        from conveyor.execution.runner import load_inputs, run_function
+        from conveyor.pipelines.source import load_step_function
+
+        func = load_step_function(spec["source"])
+        inputs = load_inputs(spec["inputs"], store)
+        metas = run_function(func, spec["step_name"], spec["parameters"], inputs, spec["outputs"], store)
+        result["status"] = "completed"
+        result["outputs"] = {name: meta._asdict() if hasattr(meta, "_asdict") else dict(vars(meta)) for name, meta in metas.items()}
+    except MemoryError as err:
+        limit = (spec.get("resources") or {}).get("memory")
+        result["status"] = "failed"
+        result["error"] = _error(err, "memory", f"{MEMORY_ADVICE} (the limit was {limit})" if limit else MEMORY_ADVICE)
+    except BaseException as err:  # noqa: BLE001 - everything the step raises is reported
+        result["status"] = "failed"
+        result["error"] = _error(err, "user")
+        traceback.print_exc()
+    result["timings"] = {"start": started, "end": time.time(), "duration": time.time() - started}
+    result["peak_memory_bytes"] = _peak_memory()
+    import json
+
+    store.write_text(spec["result_uri"], json.dumps(result, default=str))
+    sys.stdout.flush()
+    sys.stderr.flush()
+    return 0 if result["status"] == "completed" else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m conveyor.entrypoints.step_operator",
+                                     description="Run one pipeline step from its job spec.")
+    parser.add_argument("--job", required=True, help="URI of the job spec (job.json) in the artifact store")
+    parser.add_argument("--step_name")
+    parser.add_argument("--step_run_id")
+    args, _unknown = parser.parse_known_args(argv)
+    try:
+        return run_job(args.job)
+    except Exception as err:  # noqa: BLE001 - a broken job spec must fail the step, not hang it
+        print(f"conveyor: cannot run step {args.step_name or ''}: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

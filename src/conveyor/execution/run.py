@@ -1,0 +1,98 @@
+"""From a compiled snapshot to a finished run: pre-flight checks, records, then the orchestrator."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from conveyor.execution.launcher import ResolvedStep
+
+if TYPE_CHECKING:
+    from conveyor.client import PipelineRun
+    from conveyor.pipelines.compiler import Snapshot
+    from conveyor.stack.stack import Stack
+
+
+def resolve_steps(snapshot: "Snapshot", stack: "Stack") -> dict[str, ResolvedStep]:
+    """Every check that can fail without running anything runs here, before the store is touched."""
+    from conveyor.config.settings import operator_settings, resource_settings
+
+    resolved = {}
+    for name in snapshot.order:
+        spec = snapshot.step_spec(name)
+        where = f"step {name!r}"
+        operator_name = stack.resolve_operator_name(spec["step_operator"])
+        resources = resource_settings(spec["settings"])
+        flavor_name = op_settings = None
+        if operator_name is not None:
+            flavor_name = stack.step_operator_flavor(operator_name)
+            flavor = stack._registry.get("step_operator", flavor_name)
+            settings = operator_settings(spec["settings"], flavor, where)
+            op_settings = settings.model_dump(exclude_unset=True, mode="json") if settings is not None else None
+        config = {
+            "step_operator": operator_name,
+            "step_operator_flavor": flavor_name,
+            "resource_settings": resources.model_dump(exclude_none=True),
+            "operator_settings": op_settings,
+            "settings": {k: dict(v) for k, v in spec["settings"].items()},
+            "parameters": dict(spec["parameters"]),
+            "retry": dict(spec["retry"]) if spec["retry"] else None,
+            "timeout": spec["timeout"],
+            "enable_cache": spec["enable_cache"],
+        }
+        resolved[name] = ResolvedStep(name, operator_name, flavor_name, config)
+    return resolved
+
+
+def preflight(snapshot: "Snapshot", stack: "Stack", resolved: dict[str, ResolvedStep]) -> None:
+    """Ask each operator whether it can ever honour each step's resources, before anything runs."""
+    from conveyor.execution.launcher import RunState, StepLauncher
+
+    for name, r in resolved.items():
+        if r.operator is None:
+            continue
+        operator = stack.step_operator(r.operator)
+        probe = StepLauncher.__new__(StepLauncher)
+        probe.s = RunState.__new__(RunState)
+        probe.s.stack, probe.s.snapshot, probe.s.run_id, probe.s.run_name = stack, snapshot, "preflight", "preflight"
+        probe.name, probe.spec, probe.step_run_id, probe.resolved = name, snapshot.step_spec(name), "preflight", r
+        operator.check_resources(probe.build_info(operator, 1, ""))
+
+
+def new_run_name(pipeline: str) -> str:
+    return f"{pipeline}-{datetime.now():%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
+
+
+def run_snapshot(snapshot: "Snapshot", stack_name: str | None = None) -> "PipelineRun":
+    from conveyor.client import Client
+    from conveyor.context import get_context
+    from conveyor.exceptions import RunFailedError
+    from conveyor.pipelines.compiler import thaw
+
+    ctx = get_context()
+    stack = ctx.load_stack(stack_name)
+    resolved = resolve_steps(snapshot, stack)
+    preflight(snapshot, stack, resolved)
+    artifacts = stack.artifact_store.artifact_store()
+    store = ctx.store
+    pipeline_id, snapshot_id = store.get_or_create_snapshot(snapshot.pipeline_name, snapshot.spec_hash, thaw(snapshot.spec))
+    run_name = new_run_name(snapshot.pipeline_name)
+    run_id, step_ids = store.create_run(
+        name=run_name, pipeline_id=pipeline_id, snapshot_id=snapshot_id, stack_name=stack.name,
+        host=socket.gethostname(), pid=os.getpid(),
+        steps=[(n, resolved[n].config, resolved[n].operator, resolved[n].flavor) for n in snapshot.order])
+    failures = stack.orchestrator.run(store=store, artifacts=artifacts, stack=stack, snapshot=snapshot,
+                                      run_id=run_id, run_name=run_name, step_ids=step_ids, resolved=resolved)
+    run = Client(ctx).get_pipeline_run(run_id)
+    if failures:
+        raise RunFailedError(run, failures)
+    return run
+
+
+def where_label(r: ResolvedStep) -> str:
+    return "in-process" if r.operator is None else f"{r.operator} ({r.flavor})"
+
+

@@ -1,0 +1,140 @@
+"""Runs the DAG with a bounded thread pool; Ctrl-C, SIGTERM and `conveyor run stop` cancel every running step."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from typing import TYPE_CHECKING, Any
+
+from conveyor.exceptions import StepFailedError
+from conveyor.orchestrators.base import BaseOrchestrator
+from conveyor.store.store import now
+
+if TYPE_CHECKING:
+    from conveyor.execution.launcher import RunState
+    from conveyor.orchestrators.local.flavor import LocalOrchestratorConfig
+
+DONE_OK = ("completed", "cached")
+DONE_BAD = ("failed", "skipped", "stopped")
+
+
+class _Terminate(BaseException):
+    """SIGTERM, turned into something the main thread can unwind through."""
+
+
+class LocalOrchestrator(BaseOrchestrator):
+    @property
+    def config(self) -> "LocalOrchestratorConfig":
+        return self._config  # type: ignore[return-value]
+
+    def run(self, **run: Any) -> list[StepFailedError]:
+        from conveyor.execution import capture
+        from conveyor.execution.display import Display
+        from conveyor.execution.launcher import RunState
+        from conveyor.execution.run import where_label
+
+        snapshot, resolved = run["snapshot"], run["resolved"]
+        display = Display(run["run_name"], list(snapshot.order), {n: where_label(r) for n, r in resolved.items()})
+        state = RunState(display=display, **run)
+        capture.install()
+        display.start()
+        previous = self._install_sigterm()
+        status = "failed"
+        try:
+            failures = self._schedule(state)
+            status = "completed" if not failures else ("stopped" if state.stop_event.is_set() else "failed")
+            return failures
+        except (KeyboardInterrupt, _Terminate):
+            status = "stopped"
+            raise KeyboardInterrupt from None
+        finally:
+            self._restore_sigterm(previous)
+            state.store.update_run(state.run_id, status=status, end_time=now(), heartbeat=now())
+            display.stop(status)
+            capture.uninstall()
+
+    # -- signals ----------------------------------------------------------------------------------
+    @staticmethod
+    def _install_sigterm() -> Any:
+        if threading.current_thread() is not threading.main_thread():
+            return None
+
+        def handler(signum: int, frame: Any) -> None:
+            raise _Terminate()
+
+        return signal.signal(signal.SIGTERM, handler)
+
+    @staticmethod
+    def _restore_sigterm(previous: Any) -> None:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+    # -- scheduling -------------------------------------------------------------------------------
+    def _schedule(self, state: "RunState") -> list[StepFailedError]:
+        from conveyor.execution.launcher import StepLauncher
+
+        snapshot = state.snapshot
+        upstream = {n: list(snapshot.step_spec(n)["upstream"]) for n in snapshot.order}
+        waiting = list(snapshot.order)
+        running: dict[Future[str], str] = {}
+        failures: list[StepFailedError] = []
+        last_beat = last_stop_check = time.monotonic()
+        pool = ThreadPoolExecutor(max_workers=self.config.max_parallelism, thread_name_prefix="step")
+        try:
+            while waiting or running:
+                for name in list(waiting):
+                    ups = [state.statuses.get(u) for u in upstream[name]]
+                    if state.stop_event.is_set() or any(s in DONE_BAD for s in ups):
+                        waiting.remove(name)
+                        skipped = "stopped" if state.stop_event.is_set() else "skipped"
+                        state.statuses[name] = skipped
+                        state.store.update_step_run(state.step_ids[name], status=skipped)
+                        state.display.update(name, skipped)
+                    elif all(s in DONE_OK for s in ups):
+                        waiting.remove(name)
+                        state.statuses[name] = "running"
+                        running[pool.submit(StepLauncher(state, name).launch)] = name
+                if not running:
+                    continue
+                done, _ = wait(running, timeout=1.0, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    name = running.pop(fut)
+                    try:
+                        state.statuses[name] = fut.result()
+                    except StepFailedError as err:
+                        state.statuses[name] = "stopped" if err.kind == "stopped" else "failed"
+                        if err.kind != "stopped":
+                            failures.append(err)
+                    except BaseException as err:  # noqa: BLE001 - a bug of ours must still end the step
+                        state.statuses[name] = "failed"
+                        state.store.update_step_run(state.step_ids[name], status="failed", end_time=now(),
+                                                    error=f"internal error: {type(err).__name__}: {err}", failure_kind="internal")
+                        failures.append(StepFailedError(name, f"internal error: {type(err).__name__}: {err}", kind="internal"))
+                t = time.monotonic()
+                if t - last_beat > self.config.heartbeat_interval:
+                    last_beat = t
+                    state.store.update_run(state.run_id, heartbeat=now())
+                if t - last_stop_check > 1.0 and not state.stop_event.is_set():
+                    last_stop_check = t
+                    if state.store.stop_requested(state.run_id):
+                        self._stop(state, running)
+        except BaseException:
+            self._stop(state, running)
+            wait(running, timeout=30)
+            raise
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)
+        if state.stop_event.is_set() and not failures:
+            failures.append(StepFailedError("(run)", "the run was stopped", kind="stopped"))
+        return failures
+
+    @staticmethod
+    def _stop(state: "RunState", running: dict[Future[str], str]) -> None:
+        """Launchers see the event and cancel their backend jobs; in-process steps get an exception."""
+        from conveyor.execution.interrupt import StepStopped, raise_in_thread
+
+        state.stop_event.set()
+        for tid in list(state.in_process_threads.values()):
+            raise_in_thread(tid, StepStopped)

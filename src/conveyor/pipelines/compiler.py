@@ -1,0 +1,229 @@
+"""Turning a pipeline call into an immutable snapshot: steps, edges, merged settings, code references."""
+
+from __future__ import annotations
+
+import contextvars
+import hashlib
+import json
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
+
+from conveyor.config.settings import merge_settings
+from conveyor.exceptions import PipelineDefinitionError
+from conveyor.materializer_types import type_path
+from conveyor.pipelines.source import code_hash, step_source
+
+if TYPE_CHECKING:
+    from conveyor.steps.step import Step
+
+SNAPSHOT_VERSION = 1
+_active: contextvars.ContextVar["Compilation | None"] = contextvars.ContextVar("conveyor_compilation", default=None)
+
+
+def active_compilation() -> "Compilation | None":
+    return _active.get()
+
+
+@dataclass(frozen=True)
+class StepOutput:
+    """A handle to one output of one invocation; pass it to another step to make an edge."""
+
+    compilation: "Compilation"
+    invocation: str
+    output: str
+
+    def __repr__(self) -> str:
+        return f"<output {self.invocation}.{self.output}>"
+
+    def __iter__(self) -> Any:
+        raise PipelineDefinitionError(f"step {self.invocation!r} has a single output {self.output!r}; "
+                                      "declare a tuple of Annotated outputs to unpack several")
+
+
+@dataclass(frozen=True)
+class InvocationHandle:
+    """Returned by a step without outputs; usable in `after=`."""
+
+    compilation: "Compilation"
+    invocation: str
+
+
+@dataclass
+class Invocation:
+    name: str
+    step: "Step"
+    parameters: dict[str, Any]
+    inputs: dict[str, tuple[str, str]]
+    after: list[str]
+
+
+def _json_ok(value: Any) -> bool:
+    try:
+        json.dumps(value)
+        return True
+    except (TypeError, ValueError):
+        return False
+
+
+class Compilation:
+    def __init__(self, pipeline_name: str) -> None:
+        self.pipeline_name = pipeline_name
+        self.invocations: dict[str, Invocation] = {}
+
+    def _unique_name(self, base: str) -> str:
+        if base not in self.invocations:
+            return base
+        i = 2
+        while f"{base}_{i}" in self.invocations:
+            i += 1
+        return f"{base}_{i}"
+
+    def _after_names(self, after: Any, where: str) -> list[str]:
+        if after is None:
+            return []
+        items = after if isinstance(after, (list, tuple)) else [after]
+        names = []
+        for item in items:
+            if isinstance(item, (StepOutput, InvocationHandle)):
+                names.append(item.invocation)
+            elif isinstance(item, str):
+                names.append(item)
+            elif hasattr(item, "name") and hasattr(item, "entrypoint"):
+                names.append(item.name)
+            else:
+                raise PipelineDefinitionError(f"{where}: `after` takes step names or step outputs, got {item!r}")
+        return names
+
+    def add_invocation(self, step: "Step", args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        invocation_id = kwargs.pop("id", None)
+        after = kwargs.pop("after", None)
+        name = invocation_id or self._unique_name(step.name)
+        where = f"pipeline {self.pipeline_name!r}, step {name!r}"
+        if name in self.invocations:
+            raise PipelineDefinitionError(f"{where}: two steps are named {name!r}; give one another `id=`")
+        try:
+            bound = step.signature.bind_partial(*args, **kwargs)
+        except TypeError as err:
+            raise PipelineDefinitionError(f"{where}: {err}") from None
+        parameters: dict[str, Any] = {}
+        inputs: dict[str, tuple[str, str]] = {}
+        for pname, param in step.signature.parameters.items():
+            if pname not in bound.arguments:
+                if param.default is param.empty:
+                    raise PipelineDefinitionError(
+                        f"{where}: input {pname!r} is not connected: pass it an output of another step or a value")
+                continue
+            value = bound.arguments[pname]
+            if isinstance(value, StepOutput):
+                if value.compilation is not self:
+                    raise PipelineDefinitionError(f"{where}: input {pname!r} comes from another pipeline's step")
+                inputs[pname] = (value.invocation, value.output)
+            elif isinstance(value, InvocationHandle):
+                raise PipelineDefinitionError(f"{where}: input {pname!r} is given step {value.invocation!r}, which has no outputs")
+            elif _json_ok(value):
+                parameters[pname] = value
+            else:
+                raise PipelineDefinitionError(
+                    f"{where}: parameter {pname!r} of type {type(value).__name__} is not JSON-serializable; "
+                    "produce it in a step and pass that step's output instead")
+        self.invocations[name] = Invocation(name, step, parameters, inputs, self._after_names(after, where))
+        handles = tuple(StepOutput(self, name, o.name) for o in step.outputs)
+        if not handles:
+            return InvocationHandle(self, name)
+        return handles[0] if len(handles) == 1 else handles
+
+
+def topological_order(pipeline: str, upstream: Mapping[str, Iterable[str]]) -> list[str]:
+    """Kahn's algorithm in definition order; a cycle is reported as the path that closes it."""
+    for node, ups in upstream.items():
+        for u in ups:
+            if u not in upstream:
+                raise PipelineDefinitionError(f"pipeline {pipeline!r}: step {node!r} runs after unknown step {u!r}")
+    remaining = {n: set(ups) for n, ups in upstream.items()}
+    order: list[str] = []
+    while True:
+        ready = [n for n, ups in remaining.items() if not ups]
+        if not ready:
+            break
+        for n in ready:
+            order.append(n)
+            del remaining[n]
+        for ups in remaining.values():
+            ups.difference_update(ready)
+    if remaining:
+        start = next(iter(remaining))
+        path, node = [start], start
+        while True:
+            node = sorted(remaining[node])[0]
+            if node in path:
+                cycle = path[path.index(node):] + [node]
+                raise PipelineDefinitionError(f"pipeline {pipeline!r} has a cycle: {' -> '.join(cycle)}")
+            path.append(node)
+    return order
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What a pipeline call compiled to; `spec` is what the store keeps and the remote side reads."""
+
+    pipeline_name: str
+    spec: Mapping[str, Any]
+    spec_hash: str
+    order: tuple[str, ...]
+    steps: Mapping[str, "Step"] = field(repr=False)
+
+    def step_spec(self, name: str) -> Mapping[str, Any]:
+        return self.spec["steps"][name]
+
+
+def _freeze(value: Any) -> Any:
+    if isinstance(value, dict):
+        return MappingProxyType({k: _freeze(v) for k, v in value.items()})
+    if isinstance(value, list):
+        return tuple(_freeze(v) for v in value)
+    return value
+
+
+def build_snapshot(compilation: Compilation, *, pipeline_settings: dict[str, dict[str, Any]],
+                   pipeline_enable_cache: bool | None, parameters: dict[str, Any]) -> Snapshot:
+    name = compilation.pipeline_name
+    if not compilation.invocations:
+        raise PipelineDefinitionError(f"pipeline {name!r} has no steps: call at least one step inside it")
+    upstream = {n: list(dict.fromkeys([u for u, _ in inv.inputs.values()] + inv.after))
+                for n, inv in compilation.invocations.items()}
+    order = topological_order(name, upstream)
+    steps_spec: dict[str, Any] = {}
+    for n in order:
+        inv = compilation.invocations[n]
+        s = inv.step
+        enable_cache = s.enable_cache if s.enable_cache is not None else pipeline_enable_cache
+        steps_spec[n] = {
+            "step": s.name,
+            "source": step_source(s),
+            "code_hash": code_hash(s.entrypoint),
+            "parameters": inv.parameters,
+            "inputs": {arg: {"step": u, "output": o} for arg, (u, o) in inv.inputs.items()},
+            "input_types": {arg: type_path(s.input_types.get(arg)) for arg in inv.inputs},
+            "outputs": {o.name: type_path(o.type) for o in s.outputs},
+            "upstream": upstream[n],
+            "settings": merge_settings(pipeline_settings, s.settings),
+            "step_operator": s.step_operator,
+            "enable_cache": True if enable_cache is None else enable_cache,
+            "retry": s.retry.model_dump() if s.retry else None,
+            "timeout": s.timeout,
+        }
+    spec = {"version": SNAPSHOT_VERSION, "pipeline": name, "parameters": parameters,
+            "settings": pipeline_settings, "order": order, "steps": steps_spec}
+    spec_hash = hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()
+    return Snapshot(name, _freeze(spec), spec_hash, tuple(order),
+                    MappingProxyType({n: compilation.invocations[n].step for n in order}))
+
+
+def thaw(value: Any) -> Any:
+    """A plain JSON-able copy of a frozen spec."""
+    if isinstance(value, Mapping):
+        return {k: thaw(v) for k, v in value.items()}
+    if isinstance(value, tuple):
+        return [thaw(v) for v in value]
+    return value

@@ -1,0 +1,89 @@
+"""A stack: one orchestrator, one artifact store, any number of step operators (the first is the default)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from conveyor.config.base import validate_strict
+from conveyor.exceptions import StackError
+from conveyor.stack.component import ComponentType, StackComponent
+
+if TYPE_CHECKING:
+    from conveyor.artifact_stores.base import BaseArtifactStore
+    from conveyor.orchestrators.base import BaseOrchestrator
+    from conveyor.stack.registry import FlavorRegistry
+    from conveyor.step_operators.base import BaseStepOperator
+
+
+def build_component(registry: "FlavorRegistry", record: dict[str, Any]) -> StackComponent:
+    flavor = registry.get(record["type"], record["flavor"])
+    config = validate_strict(flavor.config_class, record["config"], f"{record['type']} {record['name']!r}")
+    return flavor.implementation_class(name=record["name"], config=config, flavor=record["flavor"], id=record["id"])
+
+
+class Stack:
+    def __init__(self, name: str, records: list[dict[str, Any]], registry: "FlavorRegistry") -> None:
+        self.name = name
+        self._registry = registry
+        self._records = records
+        self._built: dict[str, StackComponent] = {}
+        by_type: dict[str, list[dict[str, Any]]] = {}
+        for r in records:
+            by_type.setdefault(r["type"], []).append(r)
+        for required in (ComponentType.ORCHESTRATOR, ComponentType.ARTIFACT_STORE):
+            if len(by_type.get(required.value, [])) != 1:
+                raise StackError(f"stack {name!r} must have exactly one {required.cli_name}")
+        self._orchestrator = by_type[ComponentType.ORCHESTRATOR.value][0]
+        self._artifact_store = by_type[ComponentType.ARTIFACT_STORE.value][0]
+        self._operators = {r["name"]: r for r in by_type.get(ComponentType.STEP_OPERATOR.value, [])}
+
+    def _component(self, record: dict[str, Any]) -> StackComponent:
+        if record["id"] not in self._built:
+            self._built[record["id"]] = build_component(self._registry, record)
+        return self._built[record["id"]]
+
+    @property
+    def orchestrator(self) -> "BaseOrchestrator":
+        return self._component(self._orchestrator)  # type: ignore[return-value]
+
+    @property
+    def artifact_store(self) -> "BaseArtifactStore":
+        return self._component(self._artifact_store)  # type: ignore[return-value]
+
+    @property
+    def step_operator_names(self) -> list[str]:
+        return list(self._operators)
+
+    def step_operator_flavor(self, name: str) -> str:
+        return self._lookup(name)["flavor"]
+
+    def _lookup(self, name: str) -> dict[str, Any]:
+        if name not in self._operators:
+            registered = ", ".join(self._operators) or "(none)"
+            raise StackError(
+                f"unknown step operator {name!r}: stack {self.name!r} has {registered}. "
+                f"Register one with `conveyor step-operator register {name} --flavor=local` and add it with "
+                f"`conveyor stack update {self.name} -s {name}`.")
+        return self._operators[name]
+
+    def resolve_operator_name(self, requested: str | bool | None) -> str | None:
+        if requested is None or requested is False:
+            return None
+        if requested is True:
+            if not self._operators:
+                raise StackError(f"step asks for the default step operator but stack {self.name!r} has none: "
+                                 f"`conveyor stack update {self.name} -s NAME`")
+            return next(iter(self._operators))
+        self._lookup(requested)
+        return requested
+
+    def step_operator(self, name: str) -> "BaseStepOperator":
+        return self._component(self._lookup(name))  # type: ignore[return-value]
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "orchestrator": self._orchestrator["name"],
+            "artifact_store": self._artifact_store["name"],
+            "step_operators": list(self._operators),
+        }

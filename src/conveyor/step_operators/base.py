@@ -1,0 +1,150 @@
+"""The step operator contract (design.md §4), and the wrapper that lets a `launch()`-only flavor satisfy it."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any, ClassVar, Iterator
+
+from pydantic import Field, field_validator
+
+from conveyor.exceptions import InfrastructureError
+from conveyor.stack.component import ComponentType, StackComponent, StackComponentConfig
+from conveyor.stack.flavor import Flavor
+from conveyor.step_operators.entrypoint import STEP_RUN_ID_OPTION
+from conveyor.step_operators.info import StatusReport, StepRunInfo, Submission
+
+
+class BaseStepOperatorConfig(StackComponentConfig):
+    """Fields every step operator has; flavors add their own."""
+
+    pending_timeout: float | None = Field(default=None, description="seconds a job may wait in a queue before it is cancelled")
+    infrastructure_retries: int = Field(default=2, ge=0, description="re-submissions after preemption, node failure or a lost job")
+
+    @field_validator("pending_timeout", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> Any:
+        from conveyor.config.units import parse_duration
+
+        return None if value in (None, "", "none") else parse_duration(value)
+
+
+class _Launch(threading.Thread):
+    def __init__(self, operator: "BaseStepOperator", info: StepRunInfo, command: list[str], env: dict[str, str]) -> None:
+        super().__init__(name=f"launch-{info.pipeline_step_name}", daemon=True)
+        self.operator, self.info, self.command, self.env = operator, info, command, env
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            self.operator.launch(self.info, self.command, self.env)
+        except BaseException as err:  # noqa: BLE001 - reported through get_status
+            self.error = err
+
+
+class BaseStepOperator(StackComponent):
+    """Implement either the full contract (`submit`, `get_status`, `cancel`, `logs`, ...) or only `launch()`."""
+
+    TYPE: ClassVar[ComponentType] = ComponentType.STEP_OPERATOR
+    #: True when `logs()` yields the step's output; otherwise the entrypoint tees it into the artifact store.
+    streams_logs: ClassVar[bool] = False
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._launches: dict[str, _Launch] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if not cls.__dict__.get("_abstract", False) and not (cls._overrides("launch") or cls._overrides("submit")):
+            raise TypeError(f"{cls.__name__} must implement launch() (simple contract) or submit() (full contract)")
+
+    @classmethod
+    def _overrides(cls, method: str) -> bool:
+        return getattr(cls, method) is not getattr(BaseStepOperator, method)
+
+    @property
+    def config(self) -> BaseStepOperatorConfig:
+        return self._config  # type: ignore[return-value]
+
+    @property
+    def simple_contract(self) -> bool:
+        return not self._overrides("submit")
+
+    # -- checks before anything runs --------------------------------------------------------------
+    def check_resources(self, info: StepRunInfo) -> None:
+        """Raise ResourceUnavailableError when the request can never be honoured here."""
+
+    # -- full contract ----------------------------------------------------------------------------
+    def submit(self, info: StepRunInfo, entrypoint_command: list[str], environment: dict[str, str]) -> Submission:
+        job = _Launch(self, info, entrypoint_command, environment)
+        self._launches[info.job_name] = job
+        job.start()
+        return Submission(flavor=self.flavor, job_name=info.job_name,
+                          data={"mode": "launch", "step_run_id": info.step_run_id})
+
+    def get_status(self, submission: Submission) -> StatusReport:
+        job = self._launches.get(submission.job_name)
+        if job is None:
+            return StatusReport("lost", "the process that called launch() is gone")
+        if job.is_alive():
+            return StatusReport("running")
+        if job.error is not None:
+            if isinstance(job.error, InfrastructureError):
+                return StatusReport("lost", str(job.error))
+            return StatusReport("failed", f"launch() raised {type(job.error).__name__}: {job.error}")
+        return StatusReport("completed")
+
+    def cancel(self, submission: Submission) -> None:
+        """Kill every process running this step run's entrypoint (launch() gives us no handle)."""
+        from conveyor.utils.procs import kill_pids, pids_with_marker
+
+        step_run_id = submission.data.get("step_run_id")
+        if step_run_id:
+            kill_pids(pids_with_marker(f"--{STEP_RUN_ID_OPTION} {step_run_id}"))
+
+    def logs(self, submission: Submission, follow: bool = False) -> Iterator[str]:
+        return iter(())
+
+    def dry_run(self, info: StepRunInfo, entrypoint_command: list[str], environment: dict[str, str]) -> dict[str, Any]:
+        return {
+            "flavor": self.flavor,
+            "job_name": info.job_name,
+            "command": entrypoint_command,
+            "environment": sorted(environment),
+            "resources": info.config.resource_settings.model_dump(exclude_none=True),
+        }
+
+    def cleanup(self, submission: Submission) -> None:
+        self._launches.pop(submission.job_name, None)
+
+    # -- simple contract --------------------------------------------------------------------------
+    def launch(self, info: StepRunInfo, entrypoint_command: list[str], environment: dict[str, str]) -> None:
+        """Run the step synchronously. Full-contract flavors get this for free: submit, then wait."""
+        submission = self.submit(info, entrypoint_command, environment)
+        delay = 0.05
+        try:
+            while not (report := self.get_status(submission)).terminal:
+                time.sleep(delay)
+                delay = min(delay * 1.5, 2.0)
+        except BaseException:
+            self.cancel(submission)
+            raise
+        finally:
+            self.cleanup(submission)
+        if report.state != "completed":
+            raise RuntimeError(f"step job {submission.job_name} ended {report.state}: {report.message}")
+
+
+BaseStepOperator._abstract = True  # type: ignore[attr-defined]
+
+
+class BaseStepOperatorFlavor(Flavor):
+    """Base of every step operator flavor."""
+
+    @property
+    def type(self) -> ComponentType:
+        return ComponentType.STEP_OPERATOR
+
+    @property
+    def config_class(self) -> type[BaseStepOperatorConfig]:
+        return BaseStepOperatorConfig

@@ -1,0 +1,81 @@
+"""What a step operator is told about the step it runs, and the records it hands back."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+from conveyor.config.base import BaseSettings
+from conveyor.config.resources import ResourceSettings
+
+State = Literal["queued", "running", "completed", "failed", "preempted", "lost", "cancelled"]
+TERMINAL_STATES: frozenset[str] = frozenset({"completed", "failed", "preempted", "lost", "cancelled"})
+INFRASTRUCTURE_STATES: frozenset[str] = frozenset({"preempted", "lost"})
+
+
+@dataclass(frozen=True)
+class StepConfig:
+    """The step's resolved configuration (`info.config` in the reference docs)."""
+
+    name: str
+    step_operator: str | None
+    resource_settings: ResourceSettings
+    settings: dict[str, Any]
+    operator_settings: BaseSettings | None = None
+    timeout: float | None = None
+    enable_cache: bool = True
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    name: str
+    settings: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class StepRunInfo:
+    config: StepConfig
+    pipeline: PipelineConfig
+    run_name: str
+    pipeline_step_name: str
+    run_id: str
+    step_run_id: str
+    attempt: int = 1
+    job_name: str = ""
+    job_uri: str = ""
+    attempt_uri: str = ""
+
+    @property
+    def resources(self) -> ResourceSettings:
+        return self.config.resource_settings
+
+
+@dataclass
+class Submission:
+    """The receipt of a submitted job: enough for another process to follow or cancel it."""
+
+    flavor: str
+    job_name: str
+    backend_id: str | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, value: dict[str, Any] | str) -> "Submission":
+        if isinstance(value, str):
+            value = json.loads(value)
+        return cls(**value)
+
+
+@dataclass(frozen=True)
+class StatusReport:
+    state: State
+    message: str = ""
+    exit_code: int | None = None
+
+    @property
+    def terminal(self) -> bool:
+        return self.state in TERMINAL_STATES

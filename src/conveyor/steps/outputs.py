@@ -1,0 +1,59 @@
+"""Reading a step's inputs and outputs off its signature."""
+
+from __future__ import annotations
+
+import inspect
+import typing
+from dataclasses import dataclass
+from typing import Any, Annotated, Callable, get_args, get_origin
+
+DEFAULT_OUTPUT = "output"
+
+
+@dataclass(frozen=True)
+class OutputSpec:
+    name: str
+    type: Any
+
+
+def _hints(func: Callable[..., Any]) -> dict[str, Any]:
+    try:
+        return typing.get_type_hints(func, include_extras=True)
+    except Exception:  # forward references we cannot resolve: fall back to raw annotations
+        return dict(getattr(func, "__annotations__", {}))
+
+
+def _named(tp: Any) -> tuple[Any, str | None]:
+    if get_origin(tp) is Annotated:
+        base, *meta = get_args(tp)
+        names = [m for m in meta if isinstance(m, str)]
+        return base, (names[0] if names else None)
+    return tp, None
+
+
+def output_specs(func: Callable[..., Any]) -> tuple[OutputSpec, ...]:
+    """`-> T` gives "output"; `-> Annotated[T, "name"]` names it; a tuple of them gives several."""
+    hints = _hints(func)
+    if "return" not in hints:
+        return (OutputSpec(DEFAULT_OUTPUT, Any),)
+    ret = hints["return"]
+    if ret is None or ret is type(None):
+        return ()
+    base, name = _named(ret)
+    if name is None and get_origin(base) is tuple:
+        args = get_args(base)
+        if args and args[-1] is not Ellipsis:
+            specs = []
+            for i, arg in enumerate(args):
+                arg_base, arg_name = _named(arg)
+                specs.append(OutputSpec(arg_name or f"{DEFAULT_OUTPUT}_{i}", arg_base))
+            names = [s.name for s in specs]
+            if len(set(names)) != len(names):
+                raise TypeError(f"step {func.__name__!r} declares duplicate output names {names}")
+            return tuple(specs)
+    return (OutputSpec(name or DEFAULT_OUTPUT, base),)
+
+
+def input_types(func: Callable[..., Any]) -> dict[str, Any]:
+    hints = _hints(func)
+    return {n: _named(hints.get(n, Any))[0] for n in inspect.signature(func).parameters}

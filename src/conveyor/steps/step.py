@@ -1,0 +1,115 @@
+"""`@step`: a plain function outside a pipeline, a node of the DAG inside one."""
+
+from __future__ import annotations
+
+import copy
+import functools
+import inspect
+from typing import Any, Callable, Mapping, TypeVar, overload
+
+from conveyor.config.base import validate_strict
+from conveyor.config.resources import StepRetryConfig
+from conveyor.config.settings import SettingsInput, normalize_settings
+from conveyor.config.units import parse_duration
+from conveyor.steps.outputs import OutputSpec, input_types, output_specs
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+_UNSET: Any = object()
+
+
+class Step:
+    """A step definition. Calling it inside a `@pipeline` records an invocation and returns output handles."""
+
+    def __init__(
+        self,
+        func: Callable[..., Any],
+        *,
+        name: str | None = None,
+        step_operator: str | bool | None = None,
+        settings: SettingsInput | None = None,
+        enable_cache: bool | None = None,
+        retry: StepRetryConfig | Mapping[str, Any] | None = None,
+        timeout: str | float | None = None,
+    ) -> None:
+        if not callable(func):
+            raise TypeError("@step decorates a function")
+        self.entrypoint = func
+        self.name = name or func.__name__
+        where = f"step {self.name!r}"
+        if step_operator is not None and not isinstance(step_operator, (str, bool)):
+            raise TypeError(f"{where}: step_operator must be a registered step operator's name or True, got {step_operator!r}")
+        self.step_operator = step_operator
+        self.settings = normalize_settings(settings, where)
+        self.enable_cache = enable_cache
+        self.retry = None if retry is None else validate_strict(StepRetryConfig, retry, f"{where} retry")
+        try:
+            self.timeout = None if timeout is None else parse_duration(timeout)
+        except ValueError as err:
+            from conveyor.exceptions import ConfigError
+
+            raise ConfigError(f"{where} timeout: {err}") from None
+        self.signature = inspect.signature(func)
+        self.outputs: tuple[OutputSpec, ...] = output_specs(func)
+        self.input_types = input_types(func)
+        functools.update_wrapper(self, func)  # type: ignore[arg-type]
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        from conveyor.pipelines.compiler import active_compilation
+
+        compilation = active_compilation()
+        if compilation is None:
+            return self.entrypoint(*args, **kwargs)
+        return compilation.add_invocation(self, args, kwargs)
+
+    def with_options(
+        self,
+        *,
+        name: str | None = None,
+        step_operator: str | bool | None = _UNSET,
+        settings: SettingsInput | None = None,
+        enable_cache: bool | None = _UNSET,
+        retry: StepRetryConfig | Mapping[str, Any] | None = _UNSET,
+        timeout: str | float | None = _UNSET,
+    ) -> "Step":
+        """A copy with some options changed; new settings merge over the old ones key by key."""
+        from conveyor.config.settings import merge_settings
+
+        new = copy.copy(self)
+        where = f"step {self.name!r}"
+        if name is not None:
+            new.name = name
+        if step_operator is not _UNSET:
+            new.step_operator = step_operator
+        if settings is not None:
+            new.settings = merge_settings(self.settings, normalize_settings(settings, where))
+        if enable_cache is not _UNSET:
+            new.enable_cache = enable_cache
+        if retry is not _UNSET:
+            new.retry = None if retry is None else validate_strict(StepRetryConfig, retry, f"{where} retry")
+        if timeout is not _UNSET:
+            new.timeout = None if timeout is None else parse_duration(timeout)
+        return new
+
+    def __repr__(self) -> str:
+        return f"<step {self.name}>"
+
+
+@overload
+def step(func: F) -> Step: ...
+@overload
+def step(
+    func: None = None,
+    *,
+    name: str | None = None,
+    step_operator: str | bool | None = None,
+    settings: SettingsInput | None = None,
+    enable_cache: bool | None = None,
+    retry: StepRetryConfig | Mapping[str, Any] | None = None,
+    timeout: str | float | None = None,
+) -> Callable[[F], Step]: ...
+def step(func: Callable[..., Any] | None = None, **options: Any) -> Any:
+    """Decorate a function as a step, bare (`@step`) or with options (`@step(step_operator="gpu")`)."""
+    if func is not None:
+        return Step(func, **options)
+    return lambda f: Step(f, **options)

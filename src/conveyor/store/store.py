@@ -1,0 +1,333 @@
+"""The metadata store: every write is one short transaction; reads never block writers (WAL)."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from datetime import datetime, timezone
+from typing import Any, Iterable, Sequence
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from conveyor.exceptions import StackError
+from conveyor.store import schema as t
+
+
+def now() -> datetime:
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+class StoreError(StackError):
+    """A store operation that cannot be done, with what to do instead."""
+
+
+def _sqlite_engine(url: str) -> tuple[Engine, Engine]:
+    """Two engines on one file: writers take the lock up front (BEGIN IMMEDIATE) so
+    concurrent processes queue on busy_timeout instead of failing with "database is locked"."""
+
+    def make(immediate: bool) -> Engine:
+        engine = sa.create_engine(url, connect_args={"check_same_thread": False, "timeout": 60})
+
+        @sa.event.listens_for(engine, "connect")
+        def _on_connect(dbapi_conn: Any, _rec: Any) -> None:
+            dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute("PRAGMA busy_timeout=60000")
+            cur.close()
+
+        @sa.event.listens_for(engine, "begin")
+        def _on_begin(conn: Connection) -> None:
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+        return engine
+
+    return make(True), make(False)
+
+
+class MetadataStore:
+    """Records flavors, components, stacks, pipelines, snapshots, runs, step runs and artifacts."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.is_sqlite = url.startswith("sqlite")
+        if self.is_sqlite:
+            self._write_engine, self._read_engine = _sqlite_engine(url)
+        else:
+            engine = sa.create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+            self._write_engine = self._read_engine = engine
+        self._schema_checked = False
+        self._lock = threading.Lock()
+
+    # -- schema -----------------------------------------------------------------------------------
+    def ensure_schema(self) -> None:
+        """Upgrade to the newest schema; the common case (already current) costs one SELECT."""
+        if self._schema_checked:
+            return
+        with self._lock:
+            if self._schema_checked:
+                return
+            if self._current_revision() != t.SCHEMA_HEAD:
+                self._upgrade()
+            self._schema_checked = True
+
+    def _current_revision(self) -> str | None:
+        try:
+            with self._read_engine.connect() as conn:
+                return conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar()
+        except sa.exc.OperationalError:
+            return None
+        except sa.exc.ProgrammingError:
+            return None
+
+    def _upgrade(self) -> None:
+        from alembic import command
+        from alembic.config import Config
+        from pathlib import Path
+
+        cfg = Config()
+        cfg.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
+        with self._write_engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "head")
+
+    def dispose(self) -> None:
+        self._write_engine.dispose()
+        if self._read_engine is not self._write_engine:
+            self._read_engine.dispose()
+
+    def write(self) -> Any:
+        self.ensure_schema()
+        return self._write_engine.begin()
+
+    def read(self) -> Any:
+        self.ensure_schema()
+        return self._read_engine.begin()
+
+    # -- key/value --------------------------------------------------------------------------------
+    def get_kv(self, key: str) -> str | None:
+        with self.read() as c:
+            return c.execute(sa.select(t.kv.c.value).where(t.kv.c.key == key)).scalar()
+
+    def set_kv(self, key: str, value: str) -> None:
+        with self.write() as c:
+            if c.execute(sa.update(t.kv).where(t.kv.c.key == key).values(value=value)).rowcount == 0:
+                c.execute(sa.insert(t.kv).values(key=key, value=value))
+
+    # -- flavors ----------------------------------------------------------------------------------
+    def register_flavor(self, type_: str, name: str, source: str) -> None:
+        with self.write() as c:
+            row = c.execute(sa.select(t.flavors.c.id).where(t.flavors.c.type == type_, t.flavors.c.name == name)).scalar()
+            if row:
+                c.execute(sa.update(t.flavors).where(t.flavors.c.id == row).values(source=source))
+            else:
+                c.execute(sa.insert(t.flavors).values(id=new_id(), type=type_, name=name, source=source, created=now()))
+
+    def custom_flavors(self, type_: str | None = None) -> list[dict[str, Any]]:
+        q = sa.select(t.flavors)
+        if type_:
+            q = q.where(t.flavors.c.type == type_)
+        with self.read() as c:
+            return [dict(r._mapping) for r in c.execute(q.order_by(t.flavors.c.name))]
+
+    # -- components -------------------------------------------------------------------------------
+    def create_component(self, type_: str, name: str, flavor: str, config: dict[str, Any]) -> str:
+        with self.write() as c:
+            exists = c.execute(sa.select(t.components.c.id).where(t.components.c.type == type_, t.components.c.name == name)).scalar()
+            if exists:
+                raise StoreError(f"a {type_.replace('_', '-')} named {name!r} already exists: pick another name, or change it with "
+                                 f"`conveyor {type_.replace('_', '-')} update {name} --field=value`")
+            cid = new_id()
+            c.execute(sa.insert(t.components).values(id=cid, type=type_, name=name, flavor=flavor, config=config, created=now(), updated=now()))
+            return cid
+
+    def get_component(self, type_: str, name: str) -> dict[str, Any] | None:
+        with self.read() as c:
+            row = c.execute(sa.select(t.components).where(t.components.c.type == type_, t.components.c.name == name)).first()
+            return dict(row._mapping) if row else None
+
+    def get_component_by_id(self, cid: str) -> dict[str, Any] | None:
+        with self.read() as c:
+            row = c.execute(sa.select(t.components).where(t.components.c.id == cid)).first()
+            return dict(row._mapping) if row else None
+
+    def list_components(self, type_: str | None = None) -> list[dict[str, Any]]:
+        q = sa.select(t.components).order_by(t.components.c.type, t.components.c.name)
+        if type_:
+            q = q.where(t.components.c.type == type_)
+        with self.read() as c:
+            return [dict(r._mapping) for r in c.execute(q)]
+
+    def update_component(self, type_: str, name: str, config: dict[str, Any]) -> None:
+        with self.write() as c:
+            n = c.execute(sa.update(t.components).where(t.components.c.type == type_, t.components.c.name == name)
+                          .values(config=config, updated=now())).rowcount
+            if not n:
+                raise StoreError(f"no {type_.replace('_', '-')} named {name!r}")
+
+    def delete_component(self, type_: str, name: str) -> None:
+        with self.write() as c:
+            cid = c.execute(sa.select(t.components.c.id).where(t.components.c.type == type_, t.components.c.name == name)).scalar()
+            if not cid:
+                raise StoreError(f"no {type_.replace('_', '-')} named {name!r}")
+            used = c.execute(sa.select(t.stacks.c.name).join(t.stack_components, t.stack_components.c.stack_id == t.stacks.c.id)
+                             .where(t.stack_components.c.component_id == cid)).scalars().all()
+            if used:
+                raise StoreError(f"{type_.replace('_', '-')} {name!r} is used by stack(s) {', '.join(sorted(used))}: "
+                                 f"remove it from them or delete them first (`conveyor stack delete NAME`)")
+            c.execute(sa.delete(t.components).where(t.components.c.id == cid))
+
+    # -- stacks -----------------------------------------------------------------------------------
+    def create_stack(self, name: str, component_ids: Sequence[str]) -> str:
+        with self.write() as c:
+            if c.execute(sa.select(t.stacks.c.id).where(t.stacks.c.name == name)).scalar():
+                raise StoreError(f"a stack named {name!r} already exists: pick another name or `conveyor stack update {name} ...`")
+            sid = new_id()
+            c.execute(sa.insert(t.stacks).values(id=sid, name=name, created=now(), updated=now()))
+            self._set_stack_components(c, sid, component_ids)
+            return sid
+
+    def _set_stack_components(self, c: Connection, sid: str, component_ids: Sequence[str]) -> None:
+        c.execute(sa.delete(t.stack_components).where(t.stack_components.c.stack_id == sid))
+        if component_ids:
+            c.execute(sa.insert(t.stack_components), [
+                {"stack_id": sid, "component_id": cid, "position": i} for i, cid in enumerate(component_ids)])
+
+    def set_stack_components(self, name: str, component_ids: Sequence[str]) -> None:
+        with self.write() as c:
+            sid = c.execute(sa.select(t.stacks.c.id).where(t.stacks.c.name == name)).scalar()
+            if not sid:
+                raise StoreError(f"no stack named {name!r}")
+            self._set_stack_components(c, sid, component_ids)
+            c.execute(sa.update(t.stacks).where(t.stacks.c.id == sid).values(updated=now()))
+
+    def get_stack(self, name: str) -> dict[str, Any] | None:
+        with self.read() as c:
+            row = c.execute(sa.select(t.stacks).where(t.stacks.c.name == name)).first()
+            if not row:
+                return None
+            comps = c.execute(sa.select(t.components).join(t.stack_components, t.stack_components.c.component_id == t.components.c.id)
+                              .where(t.stack_components.c.stack_id == row.id).order_by(t.stack_components.c.position)).all()
+            return {**row._mapping, "components": [dict(r._mapping) for r in comps]}
+
+    def list_stacks(self) -> list[str]:
+        with self.read() as c:
+            return list(c.execute(sa.select(t.stacks.c.name).order_by(t.stacks.c.name)).scalars())
+
+    def delete_stack(self, name: str) -> None:
+        with self.write() as c:
+            if not c.execute(sa.delete(t.stacks).where(t.stacks.c.name == name)).rowcount:
+                raise StoreError(f"no stack named {name!r}")
+
+    # -- pipelines and snapshots ------------------------------------------------------------------
+    def get_or_create_snapshot(self, pipeline_name: str, spec_hash: str, spec: dict[str, Any]) -> tuple[str, str]:
+        with self.write() as c:
+            pid = c.execute(sa.select(t.pipelines.c.id).where(t.pipelines.c.name == pipeline_name)).scalar()
+            if not pid:
+                pid = new_id()
+                c.execute(sa.insert(t.pipelines).values(id=pid, name=pipeline_name, created=now()))
+            sid = c.execute(sa.select(t.snapshots.c.id).where(t.snapshots.c.pipeline_id == pid, t.snapshots.c.spec_hash == spec_hash)).scalar()
+            if not sid:
+                sid = new_id()
+                c.execute(sa.insert(t.snapshots).values(id=sid, pipeline_id=pid, spec_hash=spec_hash, spec=spec, created=now()))
+            return pid, sid
+
+    def get_snapshot(self, snapshot_id: str) -> dict[str, Any]:
+        with self.read() as c:
+            return dict(c.execute(sa.select(t.snapshots).where(t.snapshots.c.id == snapshot_id)).one()._mapping)
+
+    # -- runs -------------------------------------------------------------------------------------
+    def create_run(self, *, name: str, pipeline_id: str, snapshot_id: str, stack_name: str, host: str, pid: int,
+                   steps: Iterable[tuple[str, dict[str, Any], str | None, str | None]]) -> tuple[str, dict[str, str]]:
+        """One transaction creates the run and all its step runs as pending."""
+        run_id, ts = new_id(), now()
+        step_ids: dict[str, str] = {}
+        rows = []
+        for position, (step_name, config, operator, flavor) in enumerate(steps):
+            step_ids[step_name] = sid = new_id()
+            rows.append({"id": sid, "run_id": run_id, "name": step_name, "position": position, "status": "pending",
+                         "attempt": 0, "config": config, "operator": operator, "operator_flavor": flavor})
+        with self.write() as c:
+            c.execute(sa.insert(t.runs).values(id=run_id, name=name, pipeline_id=pipeline_id, snapshot_id=snapshot_id,
+                                               stack_name=stack_name, status="running", start_time=ts, host=host, pid=pid,
+                                               heartbeat=ts, stop_requested=False, created=ts))
+            if rows:
+                c.execute(sa.insert(t.step_runs), rows)
+        return run_id, step_ids
+
+    def update_run(self, run_id: str, **fields: Any) -> None:
+        with self.write() as c:
+            c.execute(sa.update(t.runs).where(t.runs.c.id == run_id).values(**fields))
+
+    def update_step_run(self, step_run_id: str, **fields: Any) -> None:
+        with self.write() as c:
+            c.execute(sa.update(t.step_runs).where(t.step_runs.c.id == step_run_id).values(**fields))
+
+    def stop_requested(self, run_id: str) -> bool:
+        with self.read() as c:
+            return bool(c.execute(sa.select(t.runs.c.stop_requested).where(t.runs.c.id == run_id)).scalar())
+
+    def find_run(self, name_or_id: str) -> dict[str, Any] | None:
+        with self.read() as c:
+            q = sa.select(t.runs, t.pipelines.c.name.label("pipeline_name")).join(t.pipelines, t.pipelines.c.id == t.runs.c.pipeline_id)
+            row = c.execute(q.where(sa.or_(t.runs.c.id == name_or_id, t.runs.c.name == name_or_id))).first()
+            if row is None and len(name_or_id) >= 4:
+                rows = c.execute(q.where(t.runs.c.id.startswith(name_or_id))).all()
+                row = rows[0] if len(rows) == 1 else None
+            return dict(row._mapping) if row else None
+
+    def list_runs(self, pipeline: str | None = None, status: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
+        q = (sa.select(t.runs, t.pipelines.c.name.label("pipeline_name")).join(t.pipelines, t.pipelines.c.id == t.runs.c.pipeline_id)
+             .order_by(t.runs.c.created.desc()))
+        if pipeline:
+            q = q.where(t.pipelines.c.name == pipeline)
+        if status:
+            q = q.where(t.runs.c.status == status)
+        if limit:
+            q = q.limit(limit)
+        with self.read() as c:
+            return [dict(r._mapping) for r in c.execute(q)]
+
+    def step_runs(self, run_id: str) -> list[dict[str, Any]]:
+        with self.read() as c:
+            return [dict(r._mapping) for r in c.execute(sa.select(t.step_runs).where(t.step_runs.c.run_id == run_id)
+                                                        .order_by(t.step_runs.c.position))]
+
+    def step_run_artifacts(self, step_run_ids: Sequence[str]) -> list[dict[str, Any]]:
+        if not step_run_ids:
+            return []
+        q = (sa.select(t.step_run_artifacts.c.step_run_id, t.step_run_artifacts.c.direction, t.step_run_artifacts.c.name, t.artifacts)
+             .join(t.artifacts, t.artifacts.c.id == t.step_run_artifacts.c.artifact_id)
+             .where(t.step_run_artifacts.c.step_run_id.in_(list(step_run_ids))))
+        with self.read() as c:
+            return [dict(r._mapping) for r in c.execute(q)]
+
+    def find_cached(self, cache_key: str) -> dict[str, Any] | None:
+        """Newest completed step run with this cache key, with its outputs."""
+        with self.read() as c:
+            row = c.execute(sa.select(t.step_runs.c.id).where(t.step_runs.c.cache_key == cache_key, t.step_runs.c.status == "completed")
+                            .order_by(t.step_runs.c.end_time.desc()).limit(1)).first()
+            if not row:
+                return None
+            outs = c.execute(sa.select(t.step_run_artifacts.c.name, t.artifacts).join(t.artifacts, t.artifacts.c.id == t.step_run_artifacts.c.artifact_id)
+                             .where(t.step_run_artifacts.c.step_run_id == row.id, t.step_run_artifacts.c.direction == "output")).all()
+            return {"step_run_id": row.id, "outputs": {r.name: dict(r._mapping) for r in outs}}
+
+    def finish_step(self, step_run_id: str, *, status: str, inputs: dict[str, str], outputs: dict[str, dict[str, Any]],
+                    new_artifacts: Sequence[dict[str, Any]] = (), **fields: Any) -> None:
+        """Artifacts, links and the final status land together or not at all."""
+        with self.write() as c:
+            if new_artifacts:
+                c.execute(sa.insert(t.artifacts), [{**a, "created": now(), "producer_step_run_id": step_run_id} for a in new_artifacts])
+            links = [{"step_run_id": step_run_id, "direction": "input", "name": n, "artifact_id": a} for n, a in inputs.items()]
+            links += [{"step_run_id": step_run_id, "direction": "output", "name": n, "artifact_id": a["id"]} for n, a in outputs.items()]
+            if links:
+                c.execute(sa.insert(t.step_run_artifacts), links)
+            c.execute(sa.update(t.step_runs).where(t.step_runs.c.id == step_run_id).values(status=status, **fields))

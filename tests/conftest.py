@@ -1,0 +1,46 @@
+"""Every test gets its own project directory (and so its own SQLite store and artifact store)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest_plugins = ["fixtures.postgres"]
+
+TESTS_DIR = Path(__file__).parent
+os.environ.setdefault("CONVEYOR_QUIET", "")
+
+
+@pytest.fixture(autouse=True)
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    from conveyor.context import reset_contexts
+
+    for var in ("CONVEYOR_STORE_URL", "CONVEYOR_STACK"):
+        monkeypatch.delenv(var, raising=False)
+    root = tmp_path / "project"
+    root.mkdir()
+    monkeypatch.setenv("CONVEYOR_PROJECT_DIR", str(root))
+    monkeypatch.chdir(root)
+    reset_contexts()
+    yield root
+    reset_contexts()
+
+
+@pytest.fixture
+def conveyor_cli(project: Path):
+    """Run the `conveyor` console script as a user would, in a real subprocess."""
+    import subprocess
+
+    exe = Path(sys.executable).with_name("conveyor")
+
+    def run(*args: str, check: bool = True, env: dict[str, str] | None = None, timeout: float = 120):
+        proc = subprocess.run([str(exe), *args], capture_output=True, text=True, cwd=project, timeout=timeout,
+                              env={**os.environ, **(env or {})})
+        if check and proc.returncode != 0:
+            raise AssertionError(f"conveyor {' '.join(args)} exited {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
+        return proc
+
+    return run
