@@ -44,3 +44,21 @@ def conveyor_cli(project: Path):
         return proc
 
     return run
+
+
+def add_step_operator(name: str, flavor: str, stack: str = "default", **config: object) -> None:
+    """Register a step operator and add it to a stack, through the same store calls the CLI makes."""
+    from conveyor.config.base import validate_strict
+    from conveyor.context import get_context
+
+    ctx = get_context()
+    ctx.ensure_defaults()
+    cfg = validate_strict(ctx.registry.get("step_operator", flavor).config_class, dict(config), name)
+    cid = ctx.store.create_component("step_operator", name, flavor, cfg.model_dump(exclude_unset=True, mode="json"))
+    record = ctx.store.get_stack(stack)
+    ctx.store.set_stack_components(stack, [c["id"] for c in record["components"]] + [cid])
+
+
+@pytest.fixture
+def step_operator():
+    return add_step_operator

@@ -5,7 +5,7 @@ from __future__ import annotations
 import signal
 import threading
 import time
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from typing import TYPE_CHECKING, Any
 
 from conveyor.exceptions import StepFailedError
@@ -18,6 +18,24 @@ if TYPE_CHECKING:
 
 DONE_OK = ("completed", "cached")
 DONE_BAD = ("failed", "skipped", "stopped")
+
+
+STOP_GRACE = 30.0
+IN_PROCESS_GRACE = 1.0
+
+
+def _start(target: Any, name: str) -> "Future[str]":
+    """Daemon threads, not a pool: a step stuck in C code must not keep a stopped process alive."""
+    fut: Future[str] = Future()
+
+    def body() -> None:
+        try:
+            fut.set_result(target())
+        except BaseException as err:  # noqa: BLE001 - handed to the scheduler
+            fut.set_exception(err)
+
+    threading.Thread(target=body, name=f"step-{name}", daemon=True).start()
+    return fut
 
 
 class _Terminate(BaseException):
@@ -81,7 +99,6 @@ class LocalOrchestrator(BaseOrchestrator):
         running: dict[Future[str], str] = {}
         failures: list[StepFailedError] = []
         last_beat = last_stop_check = time.monotonic()
-        pool = ThreadPoolExecutor(max_workers=self.config.max_parallelism, thread_name_prefix="step")
         try:
             while waiting or running:
                 for name in list(waiting):
@@ -92,10 +109,10 @@ class LocalOrchestrator(BaseOrchestrator):
                         state.statuses[name] = skipped
                         state.store.update_step_run(state.step_ids[name], status=skipped)
                         state.display.update(name, skipped)
-                    elif all(s in DONE_OK for s in ups):
+                    elif all(s in DONE_OK for s in ups) and len(running) < self.config.max_parallelism:
                         waiting.remove(name)
                         state.statuses[name] = "running"
-                        running[pool.submit(StepLauncher(state, name).launch)] = name
+                        running[_start(StepLauncher(state, name).launch, name)] = name
                 if not running:
                     continue
                 done, _ = wait(running, timeout=1.0, return_when=FIRST_COMPLETED)
@@ -122,10 +139,17 @@ class LocalOrchestrator(BaseOrchestrator):
                         self._stop(state, running)
         except BaseException:
             self._stop(state, running)
-            wait(running, timeout=30)
+            remote = [f for f, n in running.items() if state.resolved[n].operator is not None]
+            wait(remote, timeout=STOP_GRACE)  # their launchers are cancelling backend jobs
+            wait(running, timeout=IN_PROCESS_GRACE)
+            for fut, name in running.items():
+                if not fut.done():  # an in-process step stuck in C code: it dies with this process
+                    state.store.update_step_run(state.step_ids[name], status="stopped", end_time=now(),
+                                                error="stopped", failure_kind="stopped")
+                    state.display.update(name, "stopped")
+            for name in waiting:
+                state.store.update_step_run(state.step_ids[name], status="stopped")
             raise
-        finally:
-            pool.shutdown(wait=False, cancel_futures=True)
         if state.stop_event.is_set() and not failures:
             failures.append(StepFailedError("(run)", "the run was stopped", kind="stopped"))
         return failures

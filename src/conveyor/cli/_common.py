@@ -1,0 +1,283 @@
+"""Shared CLI helpers: `--field=value` parsing, the project context, consoles and formatting.
+
+Nothing heavy is imported at module level so that `conveyor --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import TYPE_CHECKING, Any, NoReturn, Sequence
+
+import click
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from conveyor.context import Context
+
+
+# -- component types (strings here, so the CLI does not import pydantic to print its help) -----------------
+@dataclass(frozen=True)
+class Kind:
+    """A component type as the CLI names it."""
+
+    value: str  # "step_operator", as stored
+    cli: str  # "step-operator", as typed
+    label: str  # "step operator", as written in sentences
+
+
+ORCHESTRATOR = Kind("orchestrator", "orchestrator", "orchestrator")
+ARTIFACT_STORE = Kind("artifact_store", "artifact-store", "artifact store")
+STEP_OPERATOR = Kind("step_operator", "step-operator", "step operator")
+KINDS = (ORCHESTRATOR, ARTIFACT_STORE, STEP_OPERATOR)
+
+
+# -- errors ----------------------------------------------------------------------------------------------
+class UserError(click.ClickException):
+    """A mistake the user can fix: one red line on stderr, exit status 1, no traceback."""
+
+    exit_code = 1
+
+    def show(self, file: Any = None) -> None:  # noqa: ARG002 - click's signature
+        err_console().print(f"Error: {self.message}", style="bold red", markup=False, highlight=False,
+                            soft_wrap=True)
+
+
+def fail(message: str) -> NoReturn:
+    raise UserError(message)
+
+
+# -- consoles --------------------------------------------------------------------------------------------
+_consoles: dict[bool, "Console"] = {}
+
+
+def _make_console(stderr: bool) -> "Console":
+    from rich.console import Console
+
+    stream = sys.stderr if stderr else sys.stdout
+    # Piped output (tests, `| grep`) must not be folded at 80 columns.
+    width = None if stream.isatty() else int(os.environ.get("COLUMNS", "0") or 0) or 200
+    return Console(stderr=stderr, width=width, highlight=False)
+
+
+def console() -> "Console":
+    if False not in _consoles:
+        _consoles[False] = _make_console(False)
+    return _consoles[False]
+
+
+def err_console() -> "Console":
+    if True not in _consoles:
+        _consoles[True] = _make_console(True)
+    return _consoles[True]
+
+
+def say(message: str, style: str | None = None) -> None:
+    console().print(message, style=style, markup=False, highlight=False, soft_wrap=True)
+
+
+def note(message: str) -> None:
+    """A warning that does not stop the command."""
+    err_console().print(message, style="yellow", markup=False, highlight=False, soft_wrap=True)
+
+
+def table(*columns: str, title: str | None = None) -> Any:
+    from rich import box
+    from rich.table import Table
+
+    t = Table(title=title, box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, title_justify="left")
+    for col in columns:
+        t.add_column(col, overflow="fold")
+    return t
+
+
+def show(renderable: Any) -> None:
+    console().print(renderable)
+
+
+# -- project ---------------------------------------------------------------------------------------------
+def get_ctx() -> "Context":
+    """The project's context, with the `default` stack created on first use."""
+    from conveyor.context import get_context
+
+    ctx = get_context()
+    ctx.ensure_defaults()
+    return ctx
+
+
+def stacks_using(ctx: "Context", component_id: str) -> list[str]:
+    out = []
+    for name in ctx.store.list_stacks():
+        record = ctx.store.get_stack(name)
+        if record and any(c["id"] == component_id for c in record["components"]):
+            out.append(name)
+    return out
+
+
+def mask_url(url: str) -> str:
+    """A store URL fit to print: the password hidden."""
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        creds, host = rest.rsplit("@", 1)
+        return f"{scheme}://{creds.split(':', 1)[0]}:***@{host}"
+    return url
+
+
+# -- --field=value -----------------------------------------------------------------------------------------
+def parse_value(raw: str) -> Any:
+    """JSON for lists and objects; anything else stays a string for pydantic to coerce."""
+    text = raw.strip()
+    if text[:1] in ("[", "{"):
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as err:
+            fail(f"invalid JSON value {raw!r}: {err.msg} at column {err.colno}. "
+                 "Quote it for the shell, e.g. --field='[\"a\", \"b\"]'")
+    return raw
+
+
+def parse_field_args(tokens: Sequence[str], positional_name: str | None = "NAME") -> tuple[list[str], dict[str, Any]]:
+    """Split `NAME --a=1 --b 2` into positionals and fields; `--flag` alone means true."""
+    positionals: list[str] = []
+    fields: dict[str, Any] = {}
+    i = 0
+    while i < len(tokens):
+        tok = tokens[i]
+        i += 1
+        if tok.startswith("--") and len(tok) > 2:
+            key, eq, value = tok[2:].partition("=")
+            if not eq:
+                if i < len(tokens) and not tokens[i].startswith("--"):
+                    value = tokens[i]
+                    i += 1
+                else:
+                    value = "true"
+            if not key:
+                fail(f"malformed option {tok!r}: write config fields as --field_name=value")
+            if key in fields:
+                fail(f"field {key!r} given twice: give each --{key}=... once")
+            fields[key] = parse_value(value)
+        elif tok.startswith("-") and len(tok) > 1 and not _is_number(tok):
+            fail(f"unknown option {tok!r}: config fields are written --field_name=value")
+        else:
+            positionals.append(tok)
+    return positionals, fields
+
+
+def _is_number(tok: str) -> bool:
+    try:
+        float(tok)
+    except ValueError:
+        return False
+    return True
+
+
+def validate_config(config_class: Any, data: dict[str, Any], where: str) -> Any:
+    """Validate before anything is written; an unknown field names the valid ones (and the likely one)."""
+    import difflib
+
+    from conveyor.config.base import validate_strict
+    from conveyor.exceptions import ConfigError
+
+    valid = list(config_class.model_fields)
+    unknown = [k for k in data if k not in valid]
+    if unknown:
+        hints = []
+        for key in unknown:
+            close = difflib.get_close_matches(key.replace("-", "_"), valid, n=1, cutoff=0.6)
+            hints.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+        raise ConfigError(f"{where}: unknown field{'s' if len(unknown) > 1 else ''} {', '.join(hints)}. "
+                          f"Valid fields of {config_class.__name__}: {', '.join(valid) or '(none)'}")
+    return validate_strict(config_class, data, where)
+
+
+def config_to_store(model: Any, raw: dict[str, Any]) -> dict[str, Any]:
+    """The normalised values the user set (`10m` -> 600.0); secrets keep their raw value, not pydantic's mask."""
+    from pydantic import SecretBytes, SecretStr
+
+    dumped = model.model_dump(mode="json", exclude_unset=True)
+    for key in dumped:
+        if isinstance(getattr(model, key, None), (SecretStr, SecretBytes)):
+            dumped[key] = raw[key]
+    return dumped
+
+
+def config_for_display(config_class: Any, stored: dict[str, Any]) -> list[tuple[str, str, bool]]:
+    """(field, value, is_default) for every field; secrets masked."""
+    out = []
+    secret_types = _secret_fields(config_class)
+    for name, field in config_class.model_fields.items():
+        if name in stored:
+            value = "********" if name in secret_types else _short(stored[name])
+            out.append((name, value, False))
+        else:
+            default = field.get_default(call_default_factory=True) if not field.is_required() else "(required)"
+            out.append((name, _short(default), True))
+    return out
+
+
+def config_summary(ctx: "Context", kind: Kind, record: dict[str, Any]) -> str:
+    """`field=value, ...` for the fields set on a component (defaults left out)."""
+    from conveyor.exceptions import ConveyorError
+
+    config = record["config"] or {}
+    try:
+        config_class = ctx.registry.get(kind.value, record["flavor"]).config_class
+    except ConveyorError:
+        return ", ".join(f"{k}={_short(v)}" for k, v in config.items()) or "(defaults)"
+    rows = config_for_display(config_class, config)
+    return ", ".join(f"{k}={v}" for k, v, is_default in rows if not is_default) or "(defaults)"
+
+
+def _secret_fields(config_class: Any) -> set[str]:
+    from pydantic import SecretBytes, SecretStr
+
+    names = set()
+    for name, field in config_class.model_fields.items():
+        ann = field.annotation
+        args = getattr(ann, "__args__", ()) or ()
+        if ann in (SecretStr, SecretBytes) or any(a in (SecretStr, SecretBytes) for a in args):
+            names.add(name)
+    return names
+
+
+def _short(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, (dict, list)):
+        return json.dumps(value)
+    return str(value)
+
+
+# -- time ------------------------------------------------------------------------------------------------
+def utcnow() -> datetime:
+    """Naive UTC, like the store's timestamps."""
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+def fmt_time(ts: datetime | None) -> str:
+    if ts is None:
+        return "-"
+    return ts.replace(tzinfo=timezone.utc).astimezone().strftime("%Y-%m-%d %H:%M:%S")
+
+
+def fmt_duration(d: timedelta | float | None) -> str:
+    if d is None:
+        return "-"
+    seconds = d.total_seconds() if isinstance(d, timedelta) else float(d)
+    if seconds < 60:
+        return f"{seconds:.2f}s"
+    minutes, sec = divmod(int(round(seconds)), 60)
+    if minutes < 60:
+        return f"{minutes}m{sec:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m{sec:02d}s"
+
+
+def examples(*lines: str) -> str:
+    """An `Examples:` block click keeps verbatim (the \\b marker stops re-wrapping)."""
+    return "\n\n\b\nExamples:\n" + "\n".join(f"  {line}" for line in lines)

@@ -1,0 +1,89 @@
+"""The `conveyor` command group, and the one place where errors become a red line instead of a traceback."""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+import click
+
+from conveyor.cli._common import UserError, err_console, mask_url
+
+
+def _store_error_message(err: BaseException) -> str | None:
+    """A bad CONVEYOR_STORE_URL or an unreachable database is the user's to fix, not a bug."""
+    if not type(err).__module__.startswith("sqlalchemy"):
+        return None
+    detail = str(getattr(err, "orig", None) or err).splitlines()[0]
+    url = os.environ.get("CONVEYOR_STORE_URL")
+    where = f" at {mask_url(url)}" if url else ""
+    return (f"cannot use the metadata store{where}: {detail}. "
+            "Check CONVEYOR_STORE_URL (or unset it to use the project's SQLite store).")
+
+
+class ConveyorGroup(click.Group):
+    """Turns Conveyor's own errors into one clear line and exit status 1."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except KeyboardInterrupt:
+            err_console().print("Interrupted.", style="yellow")
+            raise click.exceptions.Exit(130) from None
+        except Exception as err:  # noqa: BLE001 - sorted below
+            from pydantic import ValidationError
+
+            from conveyor.exceptions import ConveyorError
+
+            if isinstance(err, ConveyorError):
+                raise UserError(str(err).strip() or type(err).__name__) from None
+            if isinstance(err, ValidationError):
+                first = err.errors()[0] if err.errors() else {"loc": (), "msg": str(err)}
+                loc = ".".join(str(p) for p in first["loc"])
+                raise UserError(f"invalid value{' for ' + loc if loc else ''}: {first['msg']}") from None
+            message = _store_error_message(err)
+            if message:
+                raise UserError(message) from None
+            if os.environ.get("CONVEYOR_DEBUG"):
+                raise
+            raise UserError(f"internal error: {type(err).__name__}: {err}. This is a bug in Conveyor; "
+                            "run again with CONVEYOR_DEBUG=1 for the traceback and report it.") from None
+
+
+@click.group(cls=ConveyorGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.version_option(package_name="conveyor", prog_name="conveyor")
+def cli() -> None:
+    """Conveyor: ML pipelines whose steps can be handed to a step operator.
+
+    \b
+    Examples:
+      conveyor init
+      conveyor step-operator flavor list
+      conveyor step-operator register gpu --flavor=local --pending_timeout=10m
+      conveyor stack register prod -o default -a default -s gpu && conveyor stack set prod
+      conveyor run list
+      conveyor run logs RUN train --follow
+    """
+
+
+def _register() -> None:
+    from conveyor.cli.components import component_groups
+    from conveyor.cli.init import init
+    from conveyor.cli.run import run
+    from conveyor.cli.stack import stack
+
+    cli.add_command(init)
+    cli.add_command(stack)
+    for group in component_groups():
+        cli.add_command(group)
+    cli.add_command(run)
+
+
+_register()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(cli())

@@ -1,0 +1,395 @@
+"""`conveyor run ...`: list, inspect, follow and stop pipeline runs (reads through the Client; steering through the store)."""
+
+from __future__ import annotations
+
+import codecs
+import socket
+import sys
+import time
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from conveyor.cli._common import fail, fmt_duration, fmt_time, get_ctx, note, say, show, table, utcnow
+
+if TYPE_CHECKING:
+    from conveyor.artifacts.store import ArtifactStore
+    from conveyor.client import PipelineRun, StepRunView
+    from conveyor.context import Context
+
+#: A running run whose orchestrator has not marked it for this long is abandoned (it beats every 5 s).
+HEARTBEAT_STALE = timedelta(seconds=30)
+STEP_ACTIVE = ("pending", "running")
+STATUSES = ("running", "completed", "failed", "stopped", "abandoned")
+
+
+# -- liveness --------------------------------------------------------------------------------------------
+def orchestrator_alive(host: str | None, pid: int | None, heartbeat: Any) -> bool:
+    """False when the run's process is dead on this host or has not beaten for 30 s."""
+    from conveyor.utils.procs import alive
+
+    if host == socket.gethostname() and pid and not alive(int(pid)):
+        return False
+    return heartbeat is not None and utcnow() - heartbeat < HEARTBEAT_STALE
+
+
+def shown_status(run: Any) -> str:
+    """The stored status, except that a `running` run nobody is running any more shows as `abandoned`."""
+    status = run.status if not isinstance(run, dict) else run["status"]
+    if status != "running":
+        return status
+    get = run.get if isinstance(run, dict) else lambda k: getattr(run, k)
+    return "running" if orchestrator_alive(get("host"), get("pid"), get("heartbeat")) else "abandoned"
+
+
+_STYLES = {"completed": "green", "cached": "cyan", "running": "yellow", "pending": "dim", "failed": "red",
+           "stopped": "magenta", "skipped": "dim", "abandoned": "bold red"}
+
+
+def styled(status: str) -> str:
+    style = _STYLES.get(status)
+    return f"[{style}]{status}[/]" if style else status
+
+
+def _esc(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(text)
+
+
+# -- helpers ---------------------------------------------------------------------------------------------
+def _get_run(ctx: "Context", ref: str) -> "PipelineRun":
+    from conveyor.client import Client
+
+    return Client(ctx).get_pipeline_run(ref)
+
+
+def _artifacts(ctx: "Context", stack_name: str) -> "ArtifactStore":
+    from conveyor.exceptions import ConveyorError
+
+    try:
+        return ctx.load_stack(stack_name).artifact_store.artifact_store()
+    except ConveyorError:
+        return ctx.load_stack().artifact_store.artifact_store()
+
+
+def where(step: "StepRunView") -> str:
+    if step.status == "cached":
+        return "cache"
+    if step.config.step_operator:
+        flavor = f" ({step.config.step_operator_flavor})" if step.config.step_operator_flavor else ""
+        return f"{step.config.step_operator}{flavor}"
+    return "in-process"
+
+
+def _first_line(text: str | None, limit: int = 160) -> str:
+    if not text:
+        return ""
+    line = text.strip().splitlines()[0] if text.strip() else ""
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+def _elapsed(start: Any, end: Any) -> str:
+    if start is None:
+        return "-"
+    return fmt_duration((end or utcnow()) - start)
+
+
+# -- group -----------------------------------------------------------------------------------------------
+@click.group()
+def run() -> None:
+    """Inspect, follow and stop pipeline runs.
+
+    A run is named by its name (`my_pipeline-20250101-120000-ab12`), its id, or an id prefix.
+
+    \b
+    Examples:
+      conveyor run list --status failed
+      conveyor run describe my_pipeline-20250101-120000-ab12
+      conveyor run logs RUN train --follow
+      conveyor run stop RUN
+    """
+
+
+@run.command("list")
+@click.option("-p", "--pipeline", metavar="NAME", help="Only runs of this pipeline.")
+@click.option("-s", "--status", type=click.Choice(STATUSES, case_sensitive=False), help="Only runs with this status.")
+@click.option("-n", "--limit", type=click.IntRange(min=1), default=20, show_default=True, help="At most this many runs.")
+def list_(pipeline: str | None, status: str | None, limit: int) -> None:
+    """List runs, newest first. A `running` run whose orchestrator is gone (no heartbeat for 30 s, or its
+    process is dead on this host) shows as `abandoned`.
+
+    \b
+    Examples:
+      conveyor run list
+      conveyor run list --pipeline training_pipeline --status failed -n 5
+    """
+    from conveyor.client import Client
+
+    ctx = get_ctx()
+    client = Client(ctx)
+    if status in ("running", "abandoned"):
+        runs = [r for r in client.list_pipeline_runs(pipeline, "running", None) if shown_status(r) == status][:limit]
+    else:
+        runs = client.list_pipeline_runs(pipeline, status, limit)
+    if not runs:
+        what = " ".join(filter(None, [status, f"of pipeline {pipeline!r}" if pipeline else None]))
+        say(f"No {what + ' ' if what else ''}runs.")
+        return
+    t = table("run", "id", "pipeline", "status", "started", "duration", "stack")
+    for r in runs:
+        t.add_row(_esc(r.name), r.id[:8], _esc(r.pipeline_name), styled(shown_status(r)), fmt_time(r.start_time),
+                  _elapsed(r.start_time, r.end_time), _esc(r.stack_name))
+    show(t)
+
+
+@run.command("describe")
+@click.argument("run_ref", metavar="RUN")
+def describe(run_ref: str) -> None:
+    """Show run RUN: each step's status, where it ran (step operator or in-process), duration, attempt and
+    error, then the failing steps' tracebacks.
+
+    \b
+    Example:
+      conveyor run describe my_pipeline-20250101-120000-ab12
+    """
+    ctx = get_ctx()
+    r = _get_run(ctx, run_ref)
+    status = shown_status(r)
+    say(f"Run {r.name}", style="bold")
+    show(f"  id: {r.id}\n  pipeline: {_esc(r.pipeline_name)}\n  status: {styled(status)}\n"
+         f"  stack: {_esc(r.stack_name)}\n  started: {fmt_time(r.start_time)}\n"
+         f"  duration: {_elapsed(r.start_time, r.end_time)}" + (f"\n  host: {r.host} (pid {r.pid})" if r.host else ""))
+    if status == "abandoned":
+        note(f"its orchestrator is gone (last heartbeat {fmt_time(r.heartbeat)}): "
+             f"`conveyor run stop {r.name}` cancels what it left running and marks it stopped")
+    t = table("step", "status", "where", "duration", "attempt", "error")
+    for name, s in r.steps.items():
+        t.add_row(_esc(name), styled(s.status), _esc(where(s)),
+                  _elapsed(s.start_time, s.end_time) if s.status != "pending" else "-",
+                  str(s.attempt or "-"), _esc(_first_line(s.error)))
+    show(t)
+    for name, s in r.steps.items():
+        if s.status != "failed":
+            continue
+        kind = f" ({s.failure_kind})" if s.failure_kind else ""
+        say(f"\nStep {name!r} failed{kind} on attempt {s.attempt}: {s.error or ''}".rstrip(), style="bold red")
+        if s.traceback:
+            say("Traceback of the step:")
+            say(s.traceback.rstrip())
+        if s.logs_uri:
+            say(f"Logs: `conveyor run logs {r.name} {name}`")
+
+
+# -- logs ------------------------------------------------------------------------------------------------
+class _Tail:
+    """Reads what was appended to a stored log since the last read (local or remote artifact store)."""
+
+    def __init__(self, store: "ArtifactStore") -> None:
+        self.store = store
+        self.uri: str | None = None
+        self.offset = 0
+        self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+
+    def switch(self, uri: str | None) -> bool:
+        if uri == self.uri:
+            return False
+        self.uri, self.offset = uri, 0
+        self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        return True
+
+    def read(self) -> str:
+        if not self.uri or not self.store.exists(self.uri):
+            return ""
+        with self.store.open(self.uri, "rb") as fh:
+            fh.seek(self.offset)
+            data = fh.read()
+        self.offset += len(data)
+        return self.decoder.decode(data)
+
+
+def _write(text: str) -> None:
+    sys.stdout.write(text)
+    sys.stdout.flush()
+
+
+@run.command("logs")
+@click.argument("run_ref", metavar="RUN")
+@click.argument("step", required=False)
+@click.option("-f", "--follow", is_flag=True, help="Keep printing new output until the step (or run) ends.")
+def logs(run_ref: str, step: str | None, follow: bool) -> None:
+    """Print the stored output of STEP of run RUN, or of every step with a header each.
+
+    \b
+    Examples:
+      conveyor run logs RUN train
+      conveyor run logs RUN train --follow
+      conveyor run logs RUN
+    """
+    ctx = get_ctx()
+    r = _get_run(ctx, run_ref)
+    if step is not None and step not in r.steps:
+        fail(f"run {r.name} has no step {step!r}; its steps: {', '.join(r.steps) or '(none)'}")
+    store = _artifacts(ctx, r.stack_name)
+    names = [step] if step else list(r.steps)
+    if follow:
+        _follow(ctx, r, names, store, prefix=step is None)
+        return
+    for name in names:
+        s = r.steps[name]
+        text = _Tail(store)
+        text.switch(s.logs_uri)
+        content = text.read()
+        if step is None:
+            say(f"==> {name} ({s.status}, {where(s)}) <==", style="bold")
+        if content:
+            _write(content if content.endswith("\n") else content + "\n")
+        elif step is None or True:
+            why = {"cached": "cached: it did not run", "pending": "not started", "skipped": "skipped: it did not run"}
+            say(f"(no output{': ' + why[s.status] if s.status in why else ''})", style="dim")
+
+
+def _follow(ctx: "Context", r: "PipelineRun", names: list[str], store: "ArtifactStore", prefix: bool) -> None:
+    """Poll the store for each step's log location and status; print new output until every step has ended."""
+    tails = {n: _Tail(store) for n in names}
+    partial = {n: "" for n in names}
+    attempts: dict[str, int] = {}
+
+    def emit(name: str, text: str, final: bool = False) -> None:
+        if not prefix:
+            _write(text)
+            return
+        partial[name] += text
+        *lines, partial[name] = partial[name].split("\n")
+        if final and partial[name]:
+            lines.append(partial[name])
+            partial[name] = ""
+        if lines:
+            _write("".join(f"[{name}] {line}\n" for line in lines))
+
+    while True:
+        rows = {s["name"]: s for s in ctx.store.step_runs(r.id)}
+        run_row = ctx.store.find_run(r.id) or {}
+        run_over = run_row.get("status") != "running" or shown_status(run_row) == "abandoned"
+        done = True
+        for name in names:
+            row = rows.get(name, {})
+            if tails[name].switch(row.get("logs_uri")) and attempts.get(name) is not None:
+                emit(name, "", final=True)
+                note(f"--- {name}: attempt {row.get('attempt')} ---")
+            attempts[name] = row.get("attempt")
+            text = tails[name].read()
+            if text:
+                emit(name, text)
+            if row.get("status") in STEP_ACTIVE and not run_over:
+                done = False
+        if done:
+            for name in names:  # what was written between the read and the status check
+                text = tails[name].read()
+                emit(name, text, final=True)
+            if run_row.get("status") == "running" and shown_status(run_row) == "abandoned":
+                note(f"run {r.name} is abandoned (its orchestrator is gone); stopped following")
+            return
+        time.sleep(0.2)
+
+
+# -- stop ------------------------------------------------------------------------------------------------
+def _submission(receipt: dict[str, Any]) -> Any:
+    from conveyor.step_operators.info import Submission
+
+    known = {"flavor", "job_name", "backend_id", "data"}
+    data = dict(receipt.get("data") or {})
+    data.update({k: v for k, v in receipt.items() if k not in known})
+    return Submission(flavor=receipt.get("flavor", ""), job_name=receipt.get("job_name", ""),
+                      backend_id=receipt.get("backend_id"), data=data)
+
+
+def _cancel_jobs(ctx: "Context", run_id: str, done: set[str]) -> list[str]:
+    """Cancel, through its receipt, the backend job of every running step not cancelled yet."""
+    from conveyor.exceptions import ConveyorError
+    from conveyor.stack.stack import build_component
+
+    messages = []
+    for row in ctx.store.step_runs(run_id):
+        if row["status"] != "running" or not row["submission"] or not row["operator"] or row["id"] in done:
+            continue
+        done.add(row["id"])
+        record = ctx.store.get_component("step_operator", row["operator"])
+        if record is None:
+            messages.append(f"step {row['name']!r}: step operator {row['operator']!r} no longer exists; "
+                            f"cancel job {row['submission'].get('job_name')} by hand")
+            continue
+        try:
+            operator = build_component(ctx.registry, record)
+            operator.cancel(_submission(row["submission"]))  # type: ignore[attr-defined]
+            messages.append(f"step {row['name']!r}: cancelled job {row['submission'].get('job_name')} "
+                            f"on step operator {row['operator']!r}")
+        except (ConveyorError, OSError) as err:
+            messages.append(f"step {row['name']!r}: could not cancel its job: {err}")
+    return messages
+
+
+def _wait_not_running(ctx: "Context", run_id: str, seconds: float) -> dict[str, Any]:
+    deadline = time.monotonic() + seconds
+    while True:
+        row = ctx.store.find_run(run_id) or {}
+        if row.get("status") != "running" or time.monotonic() >= deadline:
+            return row
+        time.sleep(0.2)
+
+
+@run.command("stop")
+@click.argument("run_ref", metavar="RUN")
+@click.option("--wait", "wait_s", type=click.FloatRange(min=0), default=15.0, show_default=True,
+              help="Seconds to wait for the run to stop.")
+def stop(run_ref: str, wait_s: float) -> None:
+    """Stop run RUN: its orchestrator cancels its steps, and every step's backend job is cancelled
+    through its receipt. A run whose orchestrator is gone is marked stopped here.
+
+    \b
+    Example:
+      conveyor run stop my_pipeline-20250101-120000-ab12
+    """
+    from conveyor.store.store import now
+
+    ctx = get_ctx()
+    store = ctx.store
+    r = _get_run(ctx, run_ref)
+    if r.status != "running":
+        say(f"Run {r.name} is already {r.status}: nothing to stop.")
+        return
+    store.update_run(r.id, stop_requested=True)
+    say(f"Stop requested for run {r.name}.")
+    deadline = time.monotonic() + wait_s
+    cancelled: set[str] = set()
+    row = store.find_run(r.id) or {}
+    if orchestrator_alive(row.get("host"), row.get("pid"), row.get("heartbeat")):
+        # Its orchestrator polls the flag every second and cancels its own steps, recording them as stopped;
+        # cancelling underneath it at once could make a step look crashed instead of stopped.
+        row = _wait_not_running(ctx, r.id, min(8.0, wait_s))
+    if row.get("status") == "running":
+        for message in _cancel_jobs(ctx, r.id, cancelled):
+            say(f"  {message}")
+        row = _wait_not_running(ctx, r.id, max(0.0, deadline - time.monotonic()))
+    if row.get("status") == "running":
+        if orchestrator_alive(row.get("host"), row.get("pid"), row.get("heartbeat")):
+            fail(f"run {r.name} is still running after {wait_s:g}s: its orchestrator (pid {row.get('pid')} on "
+                 f"{row.get('host')}) has not stopped yet. In-process steps stop at their next Python instruction; "
+                 f"check again with `conveyor run describe {r.name}`")
+        for message in _cancel_jobs(ctx, r.id, cancelled):  # steps that started meanwhile
+            say(f"  {message}")
+        ts = now()
+        for s in store.step_runs(r.id):
+            if s["status"] in STEP_ACTIVE:
+                store.update_step_run(s["id"], status="stopped", end_time=ts,
+                                      error="stopped by `conveyor run stop` (its orchestrator was gone)",
+                                      failure_kind="stopped")
+        store.update_run(r.id, status="stopped", end_time=ts, error="stopped by `conveyor run stop`")
+        say(f"Its orchestrator was gone: marked the run and its unfinished steps stopped.")
+    final = _get_run(ctx, r.id)
+    t = table("step", "status", "where")
+    for name, s in final.steps.items():
+        t.add_row(_esc(name), styled(s.status), _esc(where(s)))
+    show(t)
+    say(f"Run {final.name} is {final.status}.", style="green" if final.status == "stopped" else None)
