@@ -245,7 +245,7 @@ def logs(run_ref: str, step: str | None, follow: bool) -> None:
             say(f"==> {name} ({s.status}, {where(s)}) <==", style="bold")
         if content:
             _write(content if content.endswith("\n") else content + "\n")
-        elif step is None or True:
+        else:
             why = {"cached": "cached: it did not run", "pending": "not started", "skipped": "skipped: it did not run"}
             say(f"(no output{': ' + why[s.status] if s.status in why else ''})", style="dim")
 
@@ -371,7 +371,10 @@ def stop(run_ref: str, wait_s: float) -> None:
     if row.get("status") == "running":
         for message in _cancel_jobs(ctx, r.id, cancelled):
             say(f"  {message}")
-        row = _wait_not_running(ctx, r.id, max(0.0, deadline - time.monotonic()))
+        if orchestrator_alive(row.get("host"), row.get("pid"), row.get("heartbeat")):
+            row = _wait_not_running(ctx, r.id, max(0.0, deadline - time.monotonic()))
+        else:
+            row = store.find_run(r.id) or {}
     if row.get("status") == "running":
         if orchestrator_alive(row.get("host"), row.get("pid"), row.get("heartbeat")):
             fail(f"run {r.name} is still running after {wait_s:g}s: its orchestrator (pid {row.get('pid')} on "
@@ -386,7 +389,7 @@ def stop(run_ref: str, wait_s: float) -> None:
                                       error="stopped by `conveyor run stop` (its orchestrator was gone)",
                                       failure_kind="stopped")
         store.update_run(r.id, status="stopped", end_time=ts, error="stopped by `conveyor run stop`")
-        say(f"Its orchestrator was gone: marked the run and its unfinished steps stopped.")
+        say("Its orchestrator was gone: marked the run and its unfinished steps stopped.")
     final = _get_run(ctx, r.id)
     t = table("step", "status", "where")
     for name, s in final.steps.items():

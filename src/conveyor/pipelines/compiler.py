@@ -157,7 +157,7 @@ def topological_order(pipeline: str, upstream: Mapping[str, Iterable[str]]) -> l
         while True:
             node = sorted(remaining[node])[0]
             if node in path:
-                cycle = path[path.index(node):] + [node]
+                cycle = list(reversed(path[path.index(node):] + [node]))  # in the direction data flows
                 raise PipelineDefinitionError(f"pipeline {pipeline!r} has a cycle: {' -> '.join(cycle)}")
             path.append(node)
     return order

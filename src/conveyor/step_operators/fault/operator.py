@@ -41,6 +41,10 @@ class FaultStepOperator(LocalStepOperator):
         command = list(entrypoint_command)
         if mode == "exit_code":
             command = [sys.executable, "-c", f"import sys; print('fault injected: exiting with {code}'); sys.exit({code})"]
+        elif mode in ("mid_run", "lose", "preempt"):
+            # hold the step back so the fault always strikes while it is still running
+            hold = "import os, sys, time; time.sleep(float(sys.argv[1])); os.execv(sys.argv[2], sys.argv[2:])"
+            command = [sys.executable, "-c", hold, str(after + 30), *command]
         elif mode == "hang":
             command = [sys.executable, "-c", "import time\nprint('fault injected: hanging', flush=True)\nwhile True: time.sleep(1)"]
         self._faults[info.job_name] = (mode, after, code)
