@@ -1,9 +1,12 @@
 """Conveyor's benchmark (`make bench`): import time, fixed and per-step costs, the `local` step operator's overhead.
 
-    .venv/bin/python bench/run.py [--json PATH] [--local-steps 20] [--quick]
+    .venv/bin/python bench/run.py [--json PATH] [--steps 50] [--local-steps 20] [--quick]
 
-Every measurement runs in fresh subprocesses, each with its own temporary project (CONVEYOR_PROJECT_DIR) and
-CONVEYOR_QUIET=1. Targets come from issue 3; the reference numbers are ZenML 0.98 measured on this machine kind.
+Every measurement runs in fresh subprocesses with its own temporary project (CONVEYOR_PROJECT_DIR) and
+CONVEYOR_QUIET=1. Bytecode is cached in a private temporary directory (PYTHONPYCACHEPREFIX, and
+PYTHONDONTWRITEBYTECODE dropped) and warmed up first, so the numbers are those of a normal installation and
+nothing is written into the source tree. Targets come from issue 3; the reference numbers are ZenML 0.98's,
+measured on this machine kind. Profile a workload by hand with `bench/workloads.py --profile`.
 """
 
 from __future__ import annotations
@@ -19,12 +22,14 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import defaultdict
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
 PYTHON = sys.executable
+_PYCACHE = Path(tempfile.mkdtemp(prefix="conveyor-bench-pyc-"))
 
 
 @dataclass
@@ -35,7 +40,6 @@ class Row:
     measured: float | None
     target: float | None
     reference: float | None
-    unit: str  # "ms" or "s": how to print
     note: str = ""
 
     @property
@@ -48,8 +52,9 @@ class Row:
 # -- subprocess helpers ---------------------------------------------------------------------------
 
 def _env(project: Path) -> dict[str, str]:
-    env = {**os.environ, "CONVEYOR_PROJECT_DIR": str(project), "CONVEYOR_QUIET": "1"}
-    for var in ("CONVEYOR_STORE_URL", "CONVEYOR_STACK"):
+    env = {**os.environ, "CONVEYOR_PROJECT_DIR": str(project), "CONVEYOR_QUIET": "1",
+           "PYTHONPYCACHEPREFIX": str(_PYCACHE)}
+    for var in ("CONVEYOR_STORE_URL", "CONVEYOR_STACK", "PYTHONDONTWRITEBYTECODE", "PYTHONPROFILEIMPORTTIME"):
         env.pop(var, None)
     return env
 
@@ -58,24 +63,33 @@ def _project() -> Path:
     return Path(tempfile.mkdtemp(prefix="conveyor-bench-"))
 
 
-def _wall(cmd: list[str], env: dict[str, str], cwd: Path | None = None) -> float:
-    """Wall time of one process, start to exit; raises if it fails."""
-    t0 = time.perf_counter()
-    proc = subprocess.run(cmd, env=env, cwd=cwd, capture_output=True, text=True)
-    took = time.perf_counter() - t0
+def _run(cmd: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
-    return took
+    return proc
 
 
-def _median_wall(cmd: list[str], n: int, env: dict[str, str], cwd: Path | None = None) -> float:
-    return statistics.median(_wall(cmd, env, cwd) for _ in range(n))
+def _wall(cmd: list[str], env: dict[str, str]) -> float:
+    """Wall time of one process, start to exit."""
+    t0 = time.perf_counter()
+    _run(cmd, env)
+    return time.perf_counter() - t0
+
+
+def warm_bytecode() -> None:
+    """Compile everything the measurements import into the private bytecode cache."""
+    project = _project()
+    env = _env(project)
+    _run([PYTHON, str(HERE / "one_step.py")], env)
+    _run([PYTHON, str(HERE / "workloads.py"), "linear", "--sizes", "2", "--repeat", "1", "--operator", "local"], env)
+    shutil.rmtree(project, ignore_errors=True)
 
 
 # -- measurements ---------------------------------------------------------------------------------
 
-def measure_import(runs: int) -> tuple[float, float, float]:
-    """(import conveyor, `from conveyor import step, pipeline, Client`, bare interpreter) medians, interleaved."""
+def measure_import(runs: int) -> dict[str, float]:
+    """Medians of `python -c pass`, `import conveyor` and the SDK names, interleaved to share the noise."""
     project = _project()
     env = _env(project)
     commands = {
@@ -84,140 +98,163 @@ def measure_import(runs: int) -> tuple[float, float, float]:
         "sdk": [PYTHON, "-c", "from conveyor import step, pipeline, Client"],
     }
     samples: dict[str, list[float]] = {k: [] for k in commands}
-    for cmd in commands.values():  # warm the file cache and .pyc files
+    for cmd in commands.values():
         _wall(cmd, env)
     for _ in range(runs):
         for key, cmd in commands.items():
             samples[key].append(_wall(cmd, env))
     shutil.rmtree(project, ignore_errors=True)
-    med = {k: statistics.median(v) for k, v in samples.items()}
-    return med["import"] - med["bare"], med["sdk"] - med["bare"], med["bare"]
+    return {k: statistics.median(v) for k, v in samples.items()}
 
 
-def import_time_top(statement: str, top: int) -> list[tuple[str, float]]:
-    """The `top` modules by cumulative import time (s) under `python -X importtime -c statement`."""
+def _importtime(args: list[str]) -> list[tuple[str, float, float, int]]:
+    """(module, self s, cumulative s, depth) for each line of `python -X importtime ARGS`."""
     project = _project()
-    proc = subprocess.run([PYTHON, "-X", "importtime", "-c", statement], env=_env(project),
-                          capture_output=True, text=True, check=True)
+    proc = _run([PYTHON, "-X", "importtime", *args], _env(project))
     shutil.rmtree(project, ignore_errors=True)
     rows = []
     for line in proc.stderr.splitlines():
-        m = re.match(r"import time:\s+(\d+)\s+\|\s+(\d+)\s+\|(\s*)(\S.*)$", line)
+        m = re.match(r"import time:\s+(\d+)\s+\|\s+(\d+)\s+\|( *)(\S.*)$", line)
         if m:
-            rows.append((m.group(4).strip(), int(m.group(2)) / 1e6, len(m.group(3))))
-    # Top-level imports only (least indentation), so that nested costs are not counted twice.
-    indent = min((r[2] for r in rows), default=0)
-    top_level = sorted(((name, cum) for name, cum, ind in rows if ind == indent), key=lambda r: -r[1])
-    return top_level[:top]
+            rows.append((m.group(4).strip(), int(m.group(1)) / 1e6, int(m.group(2)) / 1e6, len(m.group(3)) // 2))
+    return rows
+
+
+def import_top(statement: str, top: int) -> list[tuple[str, float]]:
+    """The `top` imports by cumulative time under `python -X importtime -c statement`, nested ones indented."""
+    rows = sorted(_importtime(["-c", statement]), key=lambda r: -r[2])[:top]
+    return [("  " * depth + name, cum) for name, _self, cum, depth in rows]
+
+
+def import_by_package(script: Path, top: int) -> list[tuple[str, float]]:
+    """Import time of a script, self times summed per top-level package (stdlib modules each on their own)."""
+    totals: dict[str, float] = defaultdict(float)
+    for name, self_s, _cum, _depth in _importtime([str(script)]):
+        totals[name.split(".")[0]] += self_s
+    return sorted(totals.items(), key=lambda kv: -kv[1])[:top]
 
 
 def measure_linear(sizes: list[int], operator: str | None, repeat: int) -> dict[int, float]:
-    """Median run time per pipeline size, measured inside one fresh process (after a warm-up run)."""
+    """Median run time per pipeline size, measured inside one fresh process after a warm-up run."""
     project = _project()
     cmd = [PYTHON, str(HERE / "workloads.py"), "linear", "--sizes", *map(str, sizes), "--repeat", str(repeat)]
     if operator:
         cmd += ["--operator", operator]
-    proc = subprocess.run(cmd, env=_env(project), capture_output=True, text=True)
+    proc = _run(cmd, _env(project))
     shutil.rmtree(project, ignore_errors=True)
-    if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     return {int(n): t for n, t in result["median"].items()}
 
 
 def measure_whole_process(runs: int) -> tuple[float, float]:
-    """(warm, cold) wall time of `python bench/one_step.py`: warm = the project's store already exists."""
+    """(warm, first) wall time of `python bench/one_step.py`; warm = the project's store already exists."""
     project = _project()
     env = _env(project)
     cmd = [PYTHON, str(HERE / "one_step.py")]
-    cold = _wall(cmd, env)  # creates .conveyor/, the schema and the default stack
-    warm = _median_wall(cmd, runs, env)
+    first = _wall(cmd, env)  # creates .conveyor/, the schema and the default stack
+    warm = statistics.median(_wall(cmd, env) for _ in range(runs))
     shutil.rmtree(project, ignore_errors=True)
-    return warm, cold
+    return warm, first
 
 
 # -- output ---------------------------------------------------------------------------------------
 
-def _fmt(value: float | None, unit: str) -> str:
+def _fmt(value: float | None) -> str:
     if value is None:
         return "-"
-    return f"{value * 1000:.1f} ms" if unit == "ms" else f"{value:.2f} s"
+    return f"{value * 1000:.1f} ms" if value < 1 else f"{value:.2f} s"
 
 
-def print_table(rows: list[Row], imports: list[tuple[str, float]], title: str) -> None:
+def print_report(rows: list[Row], title: str, sections: dict[str, list[tuple[str, float]]]) -> None:
     try:
         from rich.console import Console
         from rich.table import Table
-    except ImportError:  # plain fallback
+    except ImportError:  # plain text without rich
         print(title)
+        print(f"{'metric':<46} {'measured':>10} {'target':>11} {'ZenML 0.98':>10}  verdict  note")
         for r in rows:
-            print(f"{r.metric:<52} {_fmt(r.measured, r.unit):>10} {_fmt(r.target, r.unit):>10} "
-                  f"{_fmt(r.reference, r.unit):>10} {r.verdict:>5}  {r.note}")
+            target = "≤ " + _fmt(r.target) if r.target else "-"
+            print(f"{r.metric:<46} {_fmt(r.measured):>10} {target:>11} {_fmt(r.reference):>10}  {r.verdict:<7}  {r.note}")
     else:
+        console = Console(width=None if sys.stdout.isatty() else 150)
         table = Table(title=title)
         for col, just in (("metric", "left"), ("measured", "right"), ("target", "right"),
-                          ("ZenML 0.98", "right"), ("", "center"), ("note", "left")):
+                          ("ZenML 0.98", "right"), ("verdict", "center"), ("note", "left")):
             table.add_column(col, justify=just)  # type: ignore[arg-type]
         style = {"PASS": "green", "MISS": "bold red", "info": "dim"}
         for r in rows:
-            table.add_row(r.metric, _fmt(r.measured, r.unit), "≤ " + _fmt(r.target, r.unit) if r.target else "-",
-                          _fmt(r.reference, r.unit), f"[{style[r.verdict]}]{r.verdict}[/]", r.note)
-        Console().print(table)
-    if imports:
-        print("\n-X importtime, `from conveyor import step, pipeline, Client`, top-level modules by cumulative time:")
-        for name, cum in imports:
-            print(f"  {cum * 1000:7.1f} ms  {name}")
+            table.add_row(r.metric, _fmt(r.measured), "≤ " + _fmt(r.target) if r.target else "-",
+                          _fmt(r.reference), f"[{style[r.verdict]}]{r.verdict}[/]", r.note)
+        console.print(table)
+    for heading, items in sections.items():
+        print(f"\n{heading}")
+        for name, seconds in items:
+            print(f"  {seconds * 1000:7.1f} ms  {name}")
+    sys.stdout.flush()
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON to PATH")
-    parser.add_argument("--steps", type=int, default=50, help="length of the in-process linear pipeline")
-    parser.add_argument("--local-steps", type=int, default=20, help="length of the `local` step operator pipeline")
-    parser.add_argument("--quick", action="store_true", help="fewer repetitions (for a smoke test)")
+    parser.add_argument("--steps", type=int, default=50, help="length of the in-process chain (default 50)")
+    parser.add_argument("--local-steps", type=int, default=20,
+                        help="length of the chain on the `local` step operator (default 20)")
+    parser.add_argument("--quick", action="store_true", help="fewer repetitions, for a smoke test")
     args = parser.parse_args(argv)
-    import_runs, repeat, whole_runs = (3, 1, 2) if args.quick else (7, 3, 5)
+    import_runs, repeat, local_repeat, whole_runs = (3, 1, 1, 2) if args.quick else (7, 3, 2, 5)
     started = time.perf_counter()
 
     def say(msg: str) -> None:
         print(f"[{time.perf_counter() - started:5.1f}s] {msg}", file=sys.stderr, flush=True)
 
-    say("import time")
-    t_import, t_sdk, t_bare = measure_import(import_runs)
-    imports = import_time_top("from conveyor import step, pipeline, Client", 8)
-    say(f"in-process linear pipeline: 1 and {args.steps} steps")
-    inproc = measure_linear([1, args.steps], None, repeat)
-    fixed = inproc[1]
-    per_step = (inproc[args.steps] - inproc[1]) / (args.steps - 1)
-    say(f"`local` step operator linear pipeline: 1 and {args.local_steps} steps")
-    local = measure_linear([1, args.local_steps], "local", max(1, repeat - 1))
-    local_per_step = (local[args.local_steps] - local[1]) / (args.local_steps - 1)
-    say("1-step pipeline as a whole process")
-    warm, cold = measure_whole_process(whole_runs)
+    try:
+        say("warming the bytecode cache")
+        warm_bytecode()
+        say(f"import time ({import_runs} runs of each)")
+        imp = measure_import(import_runs)
+        say(f"in-process chain: 1 and {args.steps} steps")
+        inproc = measure_linear([1, args.steps], None, repeat)
+        say(f"`local` step operator chain: 1 and {args.local_steps} steps")
+        local = measure_linear([1, args.local_steps], "local", local_repeat)
+        say(f"1-step pipeline as a whole process ({whole_runs} runs)")
+        warm, first = measure_whole_process(whole_runs)
+        say("-X importtime breakdowns")
+        sections = {
+            "-X importtime `import conveyor`, by cumulative time:": import_top("import conveyor", 5),
+            "-X importtime `python bench/one_step.py`, self time summed per top-level package:":
+                import_by_package(HERE / "one_step.py", 10),
+        }
+    finally:
+        shutil.rmtree(_PYCACHE, ignore_errors=True)
     say("done")
 
+    per_step = (inproc[args.steps] - inproc[1]) / (args.steps - 1)
+    local_per_step = (local[args.local_steps] - local[1]) / (args.local_steps - 1)
     rows = [
-        Row("import conveyor", t_import, 0.100, 1.9, "ms", f"bare interpreter {t_bare * 1000:.0f} ms subtracted"),
-        Row("from conveyor import step, pipeline, Client", t_sdk, None, None, "ms"),
-        Row("fixed cost (1-step pipeline run, in process)", fixed, None, 4.7, "s"),
-        Row(f"per step, in process ({args.steps}-step chain)", per_step, 0.010, 0.088, "ms",
-            f"T{args.steps} = {inproc[args.steps]:.3f} s"),
-        Row("extra per step, `local` step operator", local_per_step - per_step, 0.150, 4.1, "ms",
-            f"{args.local_steps}-step chain: {local_per_step * 1000:.0f} ms/step in all"),
-        Row("1-step pipeline, whole process (store exists)", warm, 0.5, None, "s",
-            f"median of {whole_runs}; `python bench/one_step.py`"),
-        Row("1-step pipeline, whole process (first run)", cold, None, None, "s", "creates .conveyor/ and the schema"),
+        Row("import conveyor", imp["import"] - imp["bare"], 0.100, 1.9,
+            f"median of {import_runs}, minus bare `python -c pass` ({_fmt(imp['bare'])})"),
+        Row("from conveyor import step, pipeline, Client", imp["sdk"] - imp["bare"], None, None,
+            "what a pipeline script pays before running"),
+        Row("fixed cost: 1-step pipeline run, in process", inproc[1], None, 4.7, "store warm, cache off"),
+        Row(f"per step, in process ({args.steps}-step chain)", per_step, 0.010, 0.088,
+            f"(T{args.steps} − T1)/{args.steps - 1}; T{args.steps} = {_fmt(inproc[args.steps])}"),
+        Row("extra per step, `local` step operator", local_per_step - per_step, 0.150, 4.1,
+            f"{args.local_steps}-step chain: {_fmt(local_per_step)}/step in all"),
+        Row("1-step pipeline, whole process", warm, 0.5, None,
+            f"`python bench/one_step.py`, median of {whole_runs}, store exists"),
+        Row("1-step pipeline, whole process, first run", first, None, None, "creates .conveyor/ and the schema"),
     ]
     title = (f"Conveyor benchmark — Python {platform.python_version()}, {os.cpu_count()} CPUs, "
-             f"{time.perf_counter() - started:.0f} s")
-    print_table(rows, imports, title)
+             f"took {time.perf_counter() - started:.0f} s")
+    print_report(rows, title, sections)
     if args.json:
         payload: dict[str, Any] = {
             "python": platform.python_version(), "platform": platform.platform(), "cpus": os.cpu_count(),
             "rows": [{**asdict(r), "verdict": r.verdict} for r in rows],
-            "raw": {"inprocess": inproc, "local": local, "import_top": imports},
+            "raw": {"import": imp, "inprocess": inproc, "local": local, "whole_process": {"warm": warm, "first": first},
+                    "importtime": sections},
         }
-        Path(args.json).write_text(json.dumps(payload, indent=2))
+        Path(args.json).write_text(json.dumps(payload, indent=2) + "\n")
     return 0
 
 

@@ -8,9 +8,6 @@ the `local` step operator's subprocess can import them from this file's director
 
 from __future__ import annotations
 
-import argparse
-import json
-import statistics
 import sys
 import time
 from typing import Any
@@ -61,6 +58,11 @@ def time_linear(sizes: list[int], operator: str | None, repeat: int, warmup: boo
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Imported here, not at module level: the `local` step operator's subprocess imports this module too.
+    import argparse
+    import json
+    import statistics
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("workload", choices=["linear"])
     parser.add_argument("--sizes", type=int, nargs="+", default=[1, 50])

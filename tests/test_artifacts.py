@@ -297,12 +297,14 @@ def test_no_space_left_is_explained(store: ArtifactStore, monkeypatch: pytest.Mo
         store.write_text(store.join("f"), "x")
 
 
-@pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root ignores file permissions")
-def test_permission_denied(tmp_path: Path) -> None:  # pragma: no cover - CI runs as root
-    locked = tmp_path / "locked"
-    locked.mkdir(mode=0o500)
+def test_permission_denied(store: ArtifactStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The suite runs as root, which ignores file modes, so the kernel's answer is simulated.
+    def denied(src: str, dst: str) -> None:
+        raise PermissionError(errno.EACCES, "Permission denied")
+
+    monkeypatch.setattr(os, "replace", denied)
     with pytest.raises(ArtifactStoreError, match="permission denied"):
-        ArtifactStore(str(locked)).write_text(str(locked / "f"), "x")
+        store.write_text(store.join("f"), "x")
 
 
 def test_permission_error_from_remote_backend_is_explained(memory_store: ArtifactStore, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -319,9 +321,10 @@ def test_unreachable_backend_is_explained(memory_store: ArtifactStore, monkeypat
     def down(*args: Any, **kwargs: Any) -> None:
         raise ConnectionRefusedError(errno.ECONNREFUSED, "Connection refused")
 
-    monkeypatch.setattr(memory_store.fs, "exists", down)
-    with pytest.raises(ArtifactStoreError, match="unreachable"):
-        memory_store.exists(memory_store.join("x"))
+    with monkeypatch.context() as patch:  # undone before the store fixture cleans up
+        patch.setattr(memory_store.fs, "exists", down)
+        with pytest.raises(ArtifactStoreError, match="unreachable"):
+            memory_store.exists(memory_store.join("x"))
 
 
 def test_missing_file_and_unknown_protocol(any_store: ArtifactStore) -> None:

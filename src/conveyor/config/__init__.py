@@ -1,6 +1,23 @@
-"""Settings and configuration models."""
+"""Settings and configuration models (loaded on first use: pydantic is the heaviest import we have)."""
 
-from conveyor.config.base import BaseSettings, StrictModel
-from conveyor.config.resources import ResourceSettings, StepRetryConfig
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
 
 __all__ = ["BaseSettings", "ResourceSettings", "StepRetryConfig", "StrictModel"]
+
+if TYPE_CHECKING:
+    from conveyor.config.base import BaseSettings, StrictModel
+    from conveyor.config.resources import ResourceSettings, StepRetryConfig
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("BaseSettings", "StrictModel"):
+        from conveyor.config import base
+
+        return getattr(base, name)
+    if name in ("ResourceSettings", "StepRetryConfig"):
+        from conveyor.config import resources
+
+        return getattr(resources, name)
+    raise AttributeError(name)

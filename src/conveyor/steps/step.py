@@ -5,17 +5,36 @@ from __future__ import annotations
 import copy
 import functools
 import inspect
-from typing import Any, Callable, Mapping, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Callable, Mapping, TypeVar, overload
 
-from conveyor.config.base import validate_strict
-from conveyor.config.resources import StepRetryConfig
-from conveyor.config.settings import SettingsInput, normalize_settings
 from conveyor.config.units import parse_duration
 from conveyor.steps.outputs import OutputSpec, input_types, output_specs
+
+if TYPE_CHECKING:
+    from conveyor.config.resources import StepRetryConfig
+    from conveyor.config.settings import SettingsInput
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 _UNSET: Any = object()
+
+
+def _normalize(settings: "SettingsInput | None", where: str) -> dict[str, dict[str, Any]]:
+    """Validation needs pydantic; a step without settings (the remote side's common case) skips it."""
+    if not settings:
+        return {}
+    from conveyor.config.settings import normalize_settings
+
+    return normalize_settings(settings, where)
+
+
+def _retry(retry: "StepRetryConfig | Mapping[str, Any] | None", where: str) -> "StepRetryConfig | None":
+    if retry is None:
+        return None
+    from conveyor.config.base import validate_strict
+    from conveyor.config.resources import StepRetryConfig
+
+    return validate_strict(StepRetryConfig, retry, f"{where} retry")  # type: ignore[return-value]
 
 
 class Step:
@@ -40,9 +59,9 @@ class Step:
         if step_operator is not None and not isinstance(step_operator, (str, bool)):
             raise TypeError(f"{where}: step_operator must be a registered step operator's name or True, got {step_operator!r}")
         self.step_operator = step_operator
-        self.settings = normalize_settings(settings, where)
+        self.settings = _normalize(settings, where)
         self.enable_cache = enable_cache
-        self.retry = None if retry is None else validate_strict(StepRetryConfig, retry, f"{where} retry")
+        self.retry = _retry(retry, where)
         try:
             self.timeout = None if timeout is None else parse_duration(timeout)
         except ValueError as err:
@@ -82,11 +101,11 @@ class Step:
         if step_operator is not _UNSET:
             new.step_operator = step_operator
         if settings is not None:
-            new.settings = merge_settings(self.settings, normalize_settings(settings, where))
+            new.settings = merge_settings(self.settings, _normalize(settings, where))
         if enable_cache is not _UNSET:
             new.enable_cache = enable_cache
         if retry is not _UNSET:
-            new.retry = None if retry is None else validate_strict(StepRetryConfig, retry, f"{where} retry")
+            new.retry = _retry(retry, where)
         if timeout is not _UNSET:
             new.timeout = None if timeout is None else parse_duration(timeout)
         return new
