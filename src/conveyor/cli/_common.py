@@ -277,7 +277,3 @@ def fmt_duration(d: timedelta | float | None) -> str:
     hours, minutes = divmod(minutes, 60)
     return f"{hours}h{minutes:02d}m{sec:02d}s"
 
-
-def examples(*lines: str) -> str:
-    """An `Examples:` block click keeps verbatim (the \\b marker stops re-wrapping)."""
-    return "\n\n\b\nExamples:\n" + "\n".join(f"  {line}" for line in lines)

@@ -30,6 +30,11 @@ class ConveyorGroup(click.Group):
             return super().invoke(ctx)
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise
+        except BrokenPipeError:
+            # `conveyor run logs RUN | head`: the reader left; that is not an error.
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            raise click.exceptions.Exit(0) from None
         except KeyboardInterrupt:
             err_console().print("Interrupted.", style="yellow")
             raise click.exceptions.Exit(130) from None

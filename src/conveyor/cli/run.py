@@ -254,7 +254,6 @@ def _follow(ctx: "Context", r: "PipelineRun", names: list[str], store: "Artifact
     """Poll the store for each step's log location and status; print new output until every step has ended."""
     tails = {n: _Tail(store) for n in names}
     partial = {n: "" for n in names}
-    attempts: dict[str, int] = {}
 
     def emit(name: str, text: str, final: bool = False) -> None:
         if not prefix:
@@ -275,10 +274,10 @@ def _follow(ctx: "Context", r: "PipelineRun", names: list[str], store: "Artifact
         done = True
         for name in names:
             row = rows.get(name, {})
-            if tails[name].switch(row.get("logs_uri")) and attempts.get(name) is not None:
+            previous = tails[name].uri
+            if tails[name].switch(row.get("logs_uri")) and previous is not None:  # a retry writes a new log
                 emit(name, "", final=True)
                 note(f"--- {name}: attempt {row.get('attempt')} ---")
-            attempts[name] = row.get("attempt")
             text = tails[name].read()
             if text:
                 emit(name, text)

@@ -8,7 +8,10 @@ from pydantic import BaseModel
 
 from conveyor.config.base import BaseSettings, validate_strict
 from conveyor.config.resources import ResourceSettings
+from conveyor.config.merge import merge_settings
 from conveyor.exceptions import ConfigError
+
+__all__ = ["merge_settings", "normalize_settings", "operator_settings", "resource_settings"]
 
 if TYPE_CHECKING:
     from conveyor.stack.flavor import Flavor
@@ -45,14 +48,6 @@ def normalize_settings(settings: SettingsInput | None, where: str) -> dict[str, 
         else:
             raise ConfigError(f"{where}: unknown settings key {key!r}. Valid keys: {VALID_KEYS_TEXT}")
     return out
-
-
-def merge_settings(pipeline_level: Mapping[str, dict[str, Any]], step_level: Mapping[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Step-level fields win over pipeline-level ones, key by key and field by field."""
-    merged = {k: dict(v) for k, v in pipeline_level.items()}
-    for key, fields in step_level.items():
-        merged.setdefault(key, {}).update(fields)
-    return merged
 
 
 def resource_settings(settings: Mapping[str, dict[str, Any]]) -> ResourceSettings:

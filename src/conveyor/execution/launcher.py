@@ -312,7 +312,10 @@ class StepLauncher:
                     operator.cancel(submission)
                     report = operator.get_status(submission)
                     break
-                if self.s.stop_event.wait(delay):
+                waiter = getattr(operator, "wait_for_change", None)
+                if waiter is not None:  # the backend can tell us the moment the job ends
+                    waiter(submission, min(delay, 0.2))
+                elif self.s.stop_event.wait(delay):
                     continue
                 delay = min(delay * 1.5, POLL_MAX)
         except BaseException:

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
-from conveyor.config.settings import merge_settings
+from conveyor.config.merge import merge_settings
 from conveyor.exceptions import PipelineDefinitionError
 from conveyor.materializer_types import type_path
 from conveyor.pipelines.source import code_hash, step_source

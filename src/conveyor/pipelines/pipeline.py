@@ -6,11 +6,12 @@ import copy
 import functools
 from typing import TYPE_CHECKING, Any, Callable, TypeVar, overload
 
-from conveyor.config.settings import SettingsInput, merge_settings, normalize_settings
-from conveyor.pipelines.compiler import Compilation, Snapshot, _active, build_snapshot
+from conveyor.config.merge import merge_settings, normalize
 
 if TYPE_CHECKING:
     from conveyor.client import PipelineRun
+    from conveyor.config.settings import SettingsInput
+    from conveyor.pipelines.compiler import Snapshot
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -20,11 +21,13 @@ class Pipeline:
                  settings: SettingsInput | None = None, enable_cache: bool | None = None) -> None:
         self.entrypoint = func
         self.name = name or func.__name__
-        self.settings = normalize_settings(settings, f"pipeline {self.name!r}")
+        self.settings = normalize(settings, f"pipeline {self.name!r}")
         self.enable_cache = enable_cache
         functools.update_wrapper(self, func)  # type: ignore[arg-type]
 
-    def compile(self, *args: Any, **kwargs: Any) -> Snapshot:
+    def compile(self, *args: Any, **kwargs: Any) -> "Snapshot":
+        from conveyor.pipelines.compiler import Compilation, _active, build_snapshot
+
         compilation = Compilation(self.name)
         token = _active.set(compilation)
         try:
@@ -50,7 +53,7 @@ class Pipeline:
         if name is not None:
             new.name = name
         if settings is not None:
-            new.settings = merge_settings(self.settings, normalize_settings(settings, f"pipeline {self.name!r}"))
+            new.settings = merge_settings(self.settings, normalize(settings, f"pipeline {self.name!r}"))
         if enable_cache is not None:
             new.enable_cache = enable_cache
         return new

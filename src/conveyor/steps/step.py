@@ -7,6 +7,7 @@ import functools
 import inspect
 from typing import TYPE_CHECKING, Any, Callable, Mapping, TypeVar, overload
 
+from conveyor.config.merge import merge_settings, normalize
 from conveyor.config.units import parse_duration
 from conveyor.steps.outputs import OutputSpec, input_types, output_specs
 
@@ -17,15 +18,6 @@ if TYPE_CHECKING:
 F = TypeVar("F", bound=Callable[..., Any])
 
 _UNSET: Any = object()
-
-
-def _normalize(settings: "SettingsInput | None", where: str) -> dict[str, dict[str, Any]]:
-    """Validation needs pydantic; a step without settings (the remote side's common case) skips it."""
-    if not settings:
-        return {}
-    from conveyor.config.settings import normalize_settings
-
-    return normalize_settings(settings, where)
 
 
 def _retry(retry: "StepRetryConfig | Mapping[str, Any] | None", where: str) -> "StepRetryConfig | None":
@@ -59,7 +51,7 @@ class Step:
         if step_operator is not None and not isinstance(step_operator, (str, bool)):
             raise TypeError(f"{where}: step_operator must be a registered step operator's name or True, got {step_operator!r}")
         self.step_operator = step_operator
-        self.settings = _normalize(settings, where)
+        self.settings = normalize(settings, where)
         self.enable_cache = enable_cache
         self.retry = _retry(retry, where)
         try:
@@ -92,8 +84,6 @@ class Step:
         timeout: str | float | None = _UNSET,
     ) -> "Step":
         """A copy with some options changed; new settings merge over the old ones key by key."""
-        from conveyor.config.settings import merge_settings
-
         new = copy.copy(self)
         where = f"step {self.name!r}"
         if name is not None:
@@ -101,7 +91,7 @@ class Step:
         if step_operator is not _UNSET:
             new.step_operator = step_operator
         if settings is not None:
-            new.settings = merge_settings(self.settings, _normalize(settings, where))
+            new.settings = merge_settings(self.settings, normalize(settings, where))
         if enable_cache is not _UNSET:
             new.enable_cache = enable_cache
         if retry is not _UNSET:

@@ -111,7 +111,7 @@ def memory_limit(limit: int, enforcement: str) -> MemoryLimit | None:
     return MemoryLimit(limit, "rlimit")
 
 
-def make_preexec(cpus: list[int] | None, memory: MemoryLimit | None):  # type: ignore[no-untyped-def]
+def make_preexec(cpus: list[int], memory: MemoryLimit | None):  # type: ignore[no-untyped-def]
     """Runs in the child between fork and exec: only os-level calls, no locks, no imports."""
     import resource
 
