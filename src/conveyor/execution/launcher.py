@@ -108,7 +108,7 @@ class StepLauncher:
                 else:
                     metas = self._run_with_operator(operator, attempt, attempt_uri, inputs, outputs)
             except _Failure as failure:
-                if failure.kind == "stopped" or self.s.stop_event.is_set():
+                if failure.kind == "stopped" or self.s.stop_event.is_set() or self.s.store.stop_requested(self.s.run_id):
                     self._finish_failed("stopped", failure, input_ids)
                     raise StepFailedError(self.name, failure.message, failure.traceback, "stopped") from None
                 if failure.kind == "infrastructure" and infra_retries < infra_budget:
@@ -261,7 +261,8 @@ class StepLauncher:
                        "CONVEYOR_STEP_NAME": self.name}
         operator.check_resources(info)
         self.s.store.update_step_run(self.step_run_id, logs_uri=log_uri,
-                                     submission={"flavor": operator.flavor, "job_name": info.job_name, "state": "submitting"})
+                                     submission={"flavor": operator.flavor, "job_name": info.job_name,
+                                                 "data": {"state": "submitting"}})
         try:
             submission: Submission = operator.submit(info, command, environment)
         except Exception as err:  # noqa: BLE001 - a backend refusing the job

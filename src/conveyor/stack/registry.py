@@ -119,7 +119,8 @@ class FlavorRegistry:
         flavor = instantiate_flavor(source)
         ftype = ComponentType(flavor.type)
         if ftype != expected_type:
-            raise StackError(f"{source!r} is a {ftype.cli_name} flavor, not a {expected_type.cli_name} flavor: "
+            article = "an" if expected_type.cli_name[0] in "aeiou" else "a"
+            raise StackError(f"{source!r} is a {ftype.cli_name} flavor, not {article} {expected_type.cli_name} flavor: "
                              f"register it with `conveyor {ftype.cli_name} flavor register {source}`")
         if not flavor.name or not isinstance(flavor.name, str):
             raise StackError(f"flavor {source!r} has no name: give it a `name` property")

@@ -67,7 +67,10 @@ class Submission:
     def from_json(cls, value: dict[str, Any] | str) -> "Submission":
         if isinstance(value, str):
             value = json.loads(value)
-        return cls(**value)
+        known = {"flavor", "job_name", "backend_id", "data"}
+        extra = {k: v for k, v in value.items() if k not in known}
+        return cls(**{k: v for k, v in value.items() if k in known and k != "data"},
+                   data={**(value.get("data") or {}), **extra})
 
 
 @dataclass(frozen=True)
