@@ -29,7 +29,7 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 PYTHON = sys.executable
-_PYCACHE = Path(tempfile.mkdtemp(prefix="conveyor-bench-pyc-"))
+_PYCACHE = Path(tempfile.gettempdir(), f"conveyor-bench-pyc-{os.getpid()}")  # removed at the end of main()
 
 
 @dataclass
@@ -151,13 +151,13 @@ def measure_linear(sizes: list[int], operator: str | None, repeat: int) -> dict[
     return {int(n): t for n, t in result["median"].items()}
 
 
-def measure_whole_process(runs: int) -> tuple[float, float]:
-    """(warm, first) wall time of `python bench/one_step.py`; warm = the project's store already exists."""
+def measure_whole_process(runs: int) -> tuple[list[float], float]:
+    """(warm samples, first) wall times of `python bench/one_step.py`; warm = the project's store already exists."""
     project = _project()
     env = _env(project)
     cmd = [PYTHON, str(HERE / "one_step.py")]
     first = _wall(cmd, env)  # creates .conveyor/, the schema and the default stack
-    warm = statistics.median(_wall(cmd, env) for _ in range(runs))
+    warm = [_wall(cmd, env) for _ in range(runs)]
     shutil.rmtree(project, ignore_errors=True)
     return warm, first
 
@@ -208,6 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     import_runs, repeat, local_repeat, whole_runs = (3, 1, 1, 2) if args.quick else (7, 3, 2, 5)
     started = time.perf_counter()
+    load_before = os.getloadavg()[0]
 
     def say(msg: str) -> None:
         print(f"[{time.perf_counter() - started:5.1f}s] {msg}", file=sys.stderr, flush=True)
@@ -245,18 +246,23 @@ def main(argv: list[str] | None = None) -> int:
             f"(T{args.steps} − T1)/{args.steps - 1}; T{args.steps} = {_fmt(inproc[args.steps])}"),
         Row("extra per step, `local` step operator", local_per_step - per_step, 0.150, 4.1,
             f"{args.local_steps}-step chain: {_fmt(local_per_step)}/step in all"),
-        Row("1-step pipeline, whole process", warm, 0.5, None,
-            f"`python bench/one_step.py`, median of {whole_runs}, store exists"),
+        Row("1-step pipeline, whole process", statistics.median(warm), 0.5, None,
+            f"`python bench/one_step.py`, median of {whole_runs} (min {_fmt(min(warm))}), store exists"),
         Row("1-step pipeline, whole process, first run", first, None, None, "creates .conveyor/ and the schema"),
     ]
+    load = load_before  # the benchmark's own processes would count in a later reading
     title = (f"Conveyor benchmark — Python {platform.python_version()}, {os.cpu_count()} CPUs, "
-             f"took {time.perf_counter() - started:.0f} s")
+             f"load average before {load:.1f}, took {time.perf_counter() - started:.0f} s")
     print_report(rows, title, sections)
+    if load > 0.5 * (os.cpu_count() or 1):
+        print(f"\nNote: the machine was busy (load average {load:.1f} on {os.cpu_count()} CPUs); "
+              "timings are inflated, run again when it is idle.")
     if args.json:
         payload: dict[str, Any] = {
             "python": platform.python_version(), "platform": platform.platform(), "cpus": os.cpu_count(),
             "rows": [{**asdict(r), "verdict": r.verdict} for r in rows],
             "raw": {"import": imp, "inprocess": inproc, "local": local, "whole_process": {"warm": warm, "first": first},
+                    "load_average": load,
                     "importtime": sections},
         }
         Path(args.json).write_text(json.dumps(payload, indent=2) + "\n")

@@ -62,3 +62,13 @@ def add_step_operator(name: str, flavor: str, stack: str = "default", **config: 
 @pytest.fixture
 def step_operator():
     return add_step_operator
+
+
+def assert_nothing_left(step_run) -> None:
+    """Neither the process the receipt names nor anything carrying the step run's id is still running."""
+    from conveyor.utils.procs import alive, pids_with_marker
+
+    assert pids_with_marker(f"--step_run_id {step_run.id}") == []
+    pid = ((step_run.submission or {}).get("data") or {}).get("pid")
+    if pid is not None:
+        assert not alive(int(pid)), f"step process {pid} of {step_run.name} is still running"

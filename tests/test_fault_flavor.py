@@ -7,7 +7,7 @@ from steps_lib import make_numbers
 
 from conveyor import Client, pipeline, step
 from conveyor.exceptions import RunFailedError
-from conveyor.utils.procs import pids_with_marker
+from conftest import assert_nothing_left
 
 
 @step
@@ -30,7 +30,7 @@ def _assert_consistent(run, failed_step: str = "compute") -> None:
     assert final.steps[failed_step].status == "failed"
     assert final.steps[failed_step].end_time is not None
     assert final.steps[failed_step].outputs == {}
-    assert pids_with_marker(f"--step_run_id {final.steps[failed_step].id}") == []
+    assert_nothing_left(final.steps[failed_step])
 
 
 CASES = {

@@ -13,7 +13,9 @@ from pathlib import Path
 import pytest
 
 from conveyor import Client
-from conveyor.utils.procs import pids_with_marker
+from conftest import assert_nothing_left
+
+from conveyor.utils.procs import alive
 
 SCRIPT = textwrap.dedent('''
     import time
@@ -65,13 +67,13 @@ def test_signal_to_orchestrator_cancels_every_step(project: Path, sig: signal.Si
 
     _wait_for(step_running)
     run = client.list_pipeline_runs()[0]
-    step_run_id = client.get_pipeline_run(run.id).steps["long_train"].id
-    assert pids_with_marker(f"--step_run_id {step_run_id}")
+    pid = client.get_pipeline_run(run.id).steps["long_train"].submission["data"]["pid"]
+    assert alive(pid)
     time.sleep(0.5)
     proc.send_signal(sig)
     proc.wait(timeout=30)
-    assert pids_with_marker(f"--step_run_id {step_run_id}") == []
     final = client.get_pipeline_run(run.id)
+    assert_nothing_left(final.steps["long_train"])
     assert final.status == "stopped"
     assert final.steps["long_train"].status == "stopped"
     assert final.steps["long_in_process"].status == "stopped"

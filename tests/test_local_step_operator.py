@@ -12,7 +12,7 @@ from steps_lib import affinity, double, explode, hog_memory, make_numbers, remot
 from conveyor import Client, pipeline, step
 from conveyor.config import ResourceSettings
 from conveyor.exceptions import ResourceUnavailableError, RunFailedError
-from conveyor.utils.procs import pids_with_marker
+from conftest import assert_nothing_left
 
 
 @pipeline
@@ -134,7 +134,7 @@ def test_timeout_stops_the_step_and_leaves_no_process() -> None:
     assert step_run.failure_kind == "timeout"
     assert "timed out after 1.5s" in step_run.error
     assert step_run.duration.total_seconds() < 10
-    assert pids_with_marker(f"--step_run_id {step_run.id}") == []
+    assert_nothing_left(step_run)
 
 
 def test_memory_limit_through_rlimit_when_no_cgroup_is_used(step_operator) -> None:

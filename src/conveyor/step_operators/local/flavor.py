@@ -15,6 +15,8 @@ if TYPE_CHECKING:
 
 class LocalStepOperatorConfig(BaseStepOperatorConfig):
     python: str | None = Field(default=None, description="interpreter for the step; default: the one running Conveyor")
+    warm_start: bool = Field(default=True, description=(
+        "keep one step process started ahead, with Conveyor's remote side already imported"))
     memory_enforcement: Literal["auto", "cgroup", "rlimit", "none"] = Field(
         default="auto", description="how `memory` is enforced: a cgroup where writable, else RLIMIT_AS")
 

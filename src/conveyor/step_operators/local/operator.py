@@ -17,6 +17,7 @@ from conveyor.step_operators.base import BaseStepOperator
 from conveyor.step_operators.info import StatusReport, StepRunInfo, Submission
 from conveyor.step_operators.local.flavor import LocalStepOperatorConfig
 from conveyor.step_operators.local.limits import CPUS, GPUS, MemoryLimit, make_preexec, memory_limit
+from conveyor.step_operators.local.spares import SPARES
 from conveyor.utils.procs import alive, kill_group
 
 MEMORY_ADVICE = "killed for memory: raise ResourceSettings(memory=...)"
@@ -28,7 +29,7 @@ class _Job:
     command: list[str]
     env: dict[str, str]
     log_path: str
-    process: subprocess.Popen[bytes] | None = None
+    process: "subprocess.Popen[bytes] | None" = None
     cpus: list[int] = field(default_factory=list)
     gpus: list[int] = field(default_factory=list)
     memory: MemoryLimit | None = None
@@ -113,16 +114,26 @@ class LocalStepOperator(BaseStepOperator):
         if r.memory_bytes is not None:
             job.memory = memory_limit(r.memory_bytes, self.config.memory_enforcement)
         env = self._environment(job.info, job.env, job.cpus, job.gpus)
+        worker = SPARES.take(job.command) if self.config.warm_start else None
+        if worker is not None:
+            job.process = worker
+            worker.hand_over(job.command, env, job.log_path, job.cpus, job.memory)
+        else:
+            job.process = self._cold_start(job, env)
+        submission.backend_id = str(job.process.pid)
+        submission.data.update(pid=job.process.pid, pgid=job.process.pid, state="running", cpus=job.cpus, gpus=job.gpus,
+                               memory=job.memory.mechanism if job.memory else None, warm=worker is not None)
+        if self.config.warm_start:
+            SPARES.replenish(job.command)
+        return True
+
+    def _cold_start(self, job: _Job, env: dict[str, str]) -> "subprocess.Popen[bytes]":
         with open(job.log_path, "ab") as log:
-            job.process = subprocess.Popen(  # noqa: S603 - our own entrypoint
+            return subprocess.Popen(  # noqa: S603 - our own entrypoint
                 job.command, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                 start_new_session=True, close_fds=True,
                 # without limits to apply, no preexec: CPython can then vfork, which is much faster
                 preexec_fn=make_preexec(job.cpus, job.memory) if job.cpus or job.memory else None)
-        submission.backend_id = str(job.process.pid)
-        submission.data.update(pid=job.process.pid, pgid=job.process.pid, state="running", cpus=job.cpus, gpus=job.gpus,
-                               memory=job.memory.mechanism if job.memory else None)
-        return True
 
     def get_status(self, submission: Submission) -> StatusReport:
         job = self._jobs.get(submission.job_name)
