@@ -2,23 +2,31 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed
+DEV_STAMP := $(VENV)/.installed-dev
+DEMO_STAMP := $(VENV)/.installed-demo
 
 .PHONY: demo test bench venv sysdeps clean
 
-$(STAMP): pyproject.toml
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev,demo]'
-	touch $(STAMP)
 
-venv: $(STAMP)
+# The demo needs only numpy and scikit-learn; the suite needs everything.
+$(DEMO_STAMP): pyproject.toml | $(VENV)/bin/python
+	$(PY) -m pip install --quiet -e '.[demo]'
+	touch $@
+
+$(DEV_STAMP): pyproject.toml | $(VENV)/bin/python
+	$(PY) -m pip install --quiet -e '.[dev,demo]'
+	touch $@ $(DEMO_STAMP)
+
+venv: $(DEV_STAMP)
 
 sysdeps:
 	bash scripts/install-system-deps.sh
 
-demo: venv
-	cd examples/quickstart && ../../$(PY) run.py
+demo: $(DEMO_STAMP)
+	cd examples/quickstart && $(abspath $(PY)) run.py
 
 test: venv sysdeps
 	$(PY) -m pytest $(PYTEST_ARGS)

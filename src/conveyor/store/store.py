@@ -277,7 +277,10 @@ class MetadataStore:
     def find_run(self, name_or_id: str) -> dict[str, Any] | None:
         with self.read() as c:
             q = sa.select(t.runs, t.pipelines.c.name.label("pipeline_name")).join(t.pipelines, t.pipelines.c.id == t.runs.c.pipeline_id)
-            row = c.execute(q.where(sa.or_(t.runs.c.id == name_or_id, t.runs.c.name == name_or_id))).first()
+            if name_or_id == "latest":
+                row = c.execute(q.order_by(t.runs.c.created.desc()).limit(1)).first()
+            else:
+                row = c.execute(q.where(sa.or_(t.runs.c.id == name_or_id, t.runs.c.name == name_or_id))).first()
             if row is None and len(name_or_id) >= 4:
                 rows = c.execute(q.where(t.runs.c.id.startswith(name_or_id))).all()
                 row = rows[0] if len(rows) == 1 else None

@@ -1,0 +1,70 @@
+"""The README's commands, exactly as written: the Python example, the CLI block, and `make demo` on a clean clone."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conveyor import Client
+
+REPO = Path(__file__).resolve().parents[1]
+README = (REPO / "README.md").read_text()
+
+
+def _blocks(lang: str, after: str | None = None) -> list[str]:
+    text = README[README.index(after):] if after else README
+    return re.findall(rf"```{lang}\n(.*?)```", text, re.S)
+
+
+def _user_env(**extra: str) -> dict[str, str]:
+    env = {**os.environ, "CONVEYOR_QUIET": "1", **extra}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    return env
+
+
+def test_readme_python_example_and_cli_block_run_as_written(project: Path) -> None:
+    (project / "example.py").write_text(_blocks("python")[0])
+    done = subprocess.run([sys.executable, "example.py"], cwd=project, env=_user_env(), capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert re.search(r"^train completed .* local$", done.stdout, re.M), done.stdout
+
+    cli_block = _blocks("sh", after="## CLI")[0]
+    outputs = []
+    for line in cli_block.strip().splitlines():
+        proc = subprocess.run(["bash", "-c", line], cwd=project, env=_user_env(), capture_output=True, text=True,
+                              timeout=60)
+        assert proc.returncode == 0, f"README line failed: {line}\n{proc.stdout}\n{proc.stderr}"
+        outputs.append(proc.stdout)
+    assert Client().active_stack.name == "prod"
+    assert "2.0" in outputs[-1] or "train" in outputs[-2]
+    assert Client().get_pipeline_run("latest").steps["train"].status == "completed"
+
+
+@pytest.mark.slow
+def test_make_demo_from_a_clean_clone(tmp_path: Path) -> None:
+    if not (REPO / ".git").exists():
+        pytest.fail("the suite must run from a git checkout to test `make demo` on a clean clone")
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "--quiet", "--depth", "1", f"file://{REPO}", str(clone)], check=True, timeout=120)
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("CONVEYOR_", "VIRTUAL_ENV", "PYTEST_")) and k != "PYTHONPATH"}
+    env["PATH"] = os.pathsep.join(p for p in env["PATH"].split(os.pathsep) if ".venv" not in p)
+    first = subprocess.run(["make", "demo"], cwd=clone, env=env, capture_output=True, text=True, timeout=900)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    out = first.stdout
+    for name in ("load_data", "preprocess", "train", "evaluate"):
+        assert re.search(rf"^{name}\s+completed", out, re.M), out
+    assert re.search(r"^train\s+completed\s+local\s", out, re.M), out
+    accuracy = float(re.search(r"Test accuracy: ([0-9.]+)", out).group(1))
+    assert accuracy > 0.9
+    second = subprocess.run(["make", "demo"], cwd=clone, env=env, capture_output=True, text=True, timeout=300)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert re.search(r"^train\s+cached", second.stdout, re.M), second.stdout
+    shutil.rmtree(clone / ".venv", ignore_errors=True)
