@@ -43,7 +43,9 @@ def test_readme_python_example_and_cli_block_run_as_written(project: Path) -> No
         assert proc.returncode == 0, f"README line failed: {line}\n{proc.stdout}\n{proc.stderr}"
         outputs.append(proc.stdout)
     assert Client().active_stack.name == "prod"
-    assert "2.0" in outputs[-1] or "train" in outputs[-2]
+    assert Client().active_stack.step_operator_names == ["big", "local"]
+    described = outputs[cli_block.strip().splitlines().index("conveyor run describe latest")]
+    assert "train" in described and "completed" in described and "local" in described
     assert Client().get_pipeline_run("latest").steps["train"].status == "completed"
 
 
