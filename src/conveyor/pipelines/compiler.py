@@ -58,7 +58,7 @@ class Invocation:
     after: list[str]
 
 
-def _json_ok(value: Any) -> bool:
+def is_jsonable(value: Any) -> bool:
     try:
         json.dumps(value)
         return True
@@ -121,7 +121,7 @@ class Compilation:
                 inputs[pname] = (value.invocation, value.output)
             elif isinstance(value, InvocationHandle):
                 raise PipelineDefinitionError(f"{where}: input {pname!r} is given step {value.invocation!r}, which has no outputs")
-            elif _json_ok(value):
+            elif is_jsonable(value):
                 parameters[pname] = value
             else:
                 raise PipelineDefinitionError(

@@ -26,7 +26,7 @@ class Pipeline:
         functools.update_wrapper(self, func)  # type: ignore[arg-type]
 
     def compile(self, *args: Any, **kwargs: Any) -> "Snapshot":
-        from conveyor.pipelines.compiler import Compilation, _active, build_snapshot
+        from conveyor.pipelines.compiler import Compilation, _active, build_snapshot, is_jsonable
 
         compilation = Compilation(self.name)
         token = _active.set(compilation)
@@ -38,7 +38,7 @@ class Pipeline:
 
         bound = inspect.signature(self.entrypoint).bind(*args, **kwargs)
         bound.apply_defaults()
-        params = {k: v for k, v in bound.arguments.items() if _jsonable(v)}
+        params = {k: v for k, v in bound.arguments.items() if is_jsonable(v)}
         return build_snapshot(compilation, pipeline_settings=self.settings,
                               pipeline_enable_cache=self.enable_cache, parameters=params)
 
@@ -60,16 +60,6 @@ class Pipeline:
 
     def __repr__(self) -> str:
         return f"<pipeline {self.name}>"
-
-
-def _jsonable(value: Any) -> bool:
-    import json
-
-    try:
-        json.dumps(value)
-        return True
-    except (TypeError, ValueError):
-        return False
 
 
 @overload

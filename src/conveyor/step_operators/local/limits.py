@@ -55,24 +55,31 @@ class MemoryLimit:
                 pass
 
 
-def _cgroup_v1(limit: int) -> MemoryLimit | None:
-    own = _own_cgroup("memory")
-    if own is None or not MEMORY_CGROUP_V1.is_dir():
-        return None
-    path = MEMORY_CGROUP_V1 / own.lstrip("/") / f"conveyor-{uuid.uuid4().hex[:12]}"
+def _new_cgroup(parent: Path, limit: int, mechanism: str, files: dict[str, str], optional: dict[str, str]) -> MemoryLimit | None:
+    """Create a child cgroup with the given limit files; None (and nothing left behind) where we may not."""
+    path = parent / f"conveyor-{uuid.uuid4().hex[:12]}"
     try:
         path.mkdir()
-        (path / "memory.limit_in_bytes").write_text(str(limit))
-        memsw = path / "memory.memsw.limit_in_bytes"
-        if memsw.exists():
-            memsw.write_text(str(limit))
+        for name, value in files.items():
+            (path / name).write_text(value)
+        for name, value in optional.items():
+            if (path / name).exists():
+                (path / name).write_text(value)
     except OSError:
         try:
             path.rmdir()
         except OSError:
             pass
         return None
-    return MemoryLimit(limit, "cgroup-v1", path)
+    return MemoryLimit(limit, mechanism, path)
+
+
+def _cgroup_v1(limit: int) -> MemoryLimit | None:
+    own = _own_cgroup("memory")
+    if own is None or not MEMORY_CGROUP_V1.is_dir():
+        return None
+    return _new_cgroup(MEMORY_CGROUP_V1 / own.lstrip("/"), limit, "cgroup-v1", {"memory.limit_in_bytes": str(limit)},
+                       {"memory.memsw.limit_in_bytes": str(limit)})
 
 
 def _cgroup_v2(limit: int) -> MemoryLimit | None:
@@ -81,22 +88,12 @@ def _cgroup_v2(limit: int) -> MemoryLimit | None:
     if own is None or not controllers.exists() or "memory" not in controllers.read_text().split():
         return None
     parent = CGROUP_V2 / own.lstrip("/")
-    path = parent / f"conveyor-{uuid.uuid4().hex[:12]}"
     try:
         if "memory" not in (parent / "cgroup.subtree_control").read_text().split():
             (parent / "cgroup.subtree_control").write_text("+memory")
-        path.mkdir()
-        (path / "memory.max").write_text(str(limit))
-        swap = path / "memory.swap.max"
-        if swap.exists():
-            swap.write_text("0")
     except OSError:
-        try:
-            path.rmdir()
-        except OSError:
-            pass
         return None
-    return MemoryLimit(limit, "cgroup-v2", path)
+    return _new_cgroup(parent, limit, "cgroup-v2", {"memory.max": str(limit)}, {"memory.swap.max": "0"})
 
 
 def memory_limit(limit: int, enforcement: str) -> MemoryLimit | None:
