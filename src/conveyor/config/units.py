@@ -34,7 +34,7 @@ def parse_memory(value: str | int) -> int:
         raise ValueError(f"invalid memory unit in {value!r}: accepted forms are {MEMORY_FORMS}")
     size = int(number * factor)
     if size <= 0:
-        raise ValueError(f"memory must be positive, got {value!r}")
+        raise ValueError(f"memory must be positive, got {value!r}: accepted forms are {MEMORY_FORMS}")
     return size
 
 
