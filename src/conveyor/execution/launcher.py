@@ -218,14 +218,16 @@ class StepLauncher:
         from conveyor.config.settings import operator_settings, resource_settings
         from conveyor.step_operators.info import PipelineConfig, StepConfig, StepRunInfo
 
-        settings = self.spec["settings"]
+        from conveyor.pipelines.compiler import thaw
+
+        settings = thaw(self.spec["settings"])
         flavor = self.s.stack._registry.get("step_operator", operator.flavor)
         config = StepConfig(
             name=self.name, step_operator=operator.name, resource_settings=resource_settings(settings),
-            settings=dict(settings), operator_settings=operator_settings(settings, flavor, f"step {self.name!r}"),
+            settings=settings, operator_settings=operator_settings(settings, flavor, f"step {self.name!r}"),
             timeout=self.spec["timeout"], enable_cache=self.spec["enable_cache"])
         return StepRunInfo(
-            config=config, pipeline=PipelineConfig(self.s.snapshot.pipeline_name, dict(self.s.snapshot.spec["settings"])),
+            config=config, pipeline=PipelineConfig(self.s.snapshot.pipeline_name, thaw(self.s.snapshot.spec["settings"])),
             run_name=self.s.run_name, pipeline_step_name=self.name, run_id=self.s.run_id, step_run_id=self.step_run_id,
             attempt=attempt, job_name=f"conveyor-{self.step_run_id[:16]}-{attempt}",
             job_uri=f"{attempt_uri}/job.json", attempt_uri=attempt_uri)

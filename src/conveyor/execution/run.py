@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 def resolve_steps(snapshot: "Snapshot", stack: "Stack") -> dict[str, ResolvedStep]:
     """Every check that can fail without running anything runs here, before the store is touched."""
     from conveyor.config.settings import operator_settings, resource_settings
+    from conveyor.pipelines.compiler import thaw
 
     resolved = {}
     for name in snapshot.order:
@@ -37,9 +38,9 @@ def resolve_steps(snapshot: "Snapshot", stack: "Stack") -> dict[str, ResolvedSte
             "step_operator_flavor": flavor_name,
             "resource_settings": resources.model_dump(exclude_none=True),
             "operator_settings": op_settings,
-            "settings": {k: dict(v) for k, v in spec["settings"].items()},
-            "parameters": dict(spec["parameters"]),
-            "retry": dict(spec["retry"]) if spec["retry"] else None,
+            "settings": thaw(spec["settings"]),
+            "parameters": thaw(spec["parameters"]),
+            "retry": thaw(spec["retry"]),
             "timeout": spec["timeout"],
             "enable_cache": spec["enable_cache"],
         }
