@@ -53,13 +53,17 @@ def _name_and_fields(kind: Kind, args: tuple[str, ...]) -> tuple[str, dict[str, 
     return positionals[0], fields
 
 
+def _a(noun: str) -> str:
+    return f"{'an' if noun[0] in 'aeiou' else 'a'} {noun}"
+
+
 def make_group(kind: Kind) -> click.Group:
     """The register/list/describe/update/delete/flavor commands for one component type."""
     ex_name, ex_flavor, ex_fields, ex_update = _EXAMPLES[kind.value]
 
     @click.group(kind.cli, help=f"""Register and manage {kind.label}s.
 
-    A {kind.label} is a component of a stack: register it here, then add it to a stack.
+    {_a(kind.label).capitalize()} is a component of a stack: register it here, then add it to a stack.
 
     \b
     Examples:
@@ -70,7 +74,7 @@ def make_group(kind: Kind) -> click.Group:
     def group() -> None:
         pass
 
-    @group.command("register", context_settings=_EXTRA_ARGS, help=f"""Register a {kind.label} NAME of a flavor.
+    @group.command("register", context_settings=_EXTRA_ARGS, help=f"""Register {_a(kind.label)} NAME of a flavor.
 
     Config fields are written exactly as in the flavor's config class, as --field_name=value or
     --field_name value; lists and objects as JSON. The config is validated before anything is saved:

@@ -134,8 +134,7 @@ def list_(pipeline: str | None, status: str | None, limit: int) -> None:
     else:
         runs = client.list_pipeline_runs(pipeline, status, limit)
     if not runs:
-        what = " ".join(filter(None, [status, f"of pipeline {pipeline!r}" if pipeline else None]))
-        say(f"No {what + ' ' if what else ''}runs.")
+        say(f"No {status + ' ' if status else ''}runs{f' of pipeline {pipeline!r}' if pipeline else ''}.")
         return
     t = table("run", "id", "pipeline", "status", "started", "duration", "stack")
     for r in runs:

@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from conveyor.exceptions import StepFailedError
+from conveyor.exceptions import ResourceUnavailableError, StepFailedError
 from conveyor.execution.jobspec import JOB_SPEC_VERSION, JobSpecError, parse_result
 from conveyor.store.store import new_id, now
 
@@ -25,6 +25,9 @@ if TYPE_CHECKING:
 
 MEMORY_ADVICE = "killed for memory: raise ResourceSettings(memory=...)"
 POLL_START, POLL_MAX = 0.05, 2.0
+#: failures StepRetryConfig retries: the step's own doing. Preemption and lost jobs have their own budget;
+#: a refused submission, an impossible request or a stop are never retried.
+USER_RETRYABLE = frozenset({"user", "memory", "crash", "timeout"})
 
 
 @dataclass
@@ -64,6 +67,38 @@ def cache_key(spec: Any, inputs: dict[str, str]) -> str:
     payload = {"code": spec["code_hash"], "step": spec["step"], "parameters": spec["parameters"],
                "inputs": dict(sorted(inputs.items())), "outputs": spec["outputs"]}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def build_step_info(stack: "Stack", snapshot: "Snapshot", name: str, operator: "BaseStepOperator", *, run_id: str,
+                    run_name: str, step_run_id: str, attempt: int, attempt_uri: str) -> "StepRunInfo":
+    """What a step operator is told about one attempt of one step."""
+    from conveyor.config.settings import operator_settings, resource_settings
+    from conveyor.pipelines.compiler import thaw
+    from conveyor.step_operators.info import PipelineConfig, StepConfig, StepRunInfo
+
+    spec = snapshot.step_spec(name)
+    settings = thaw(spec["settings"])
+    flavor = stack._registry.get("step_operator", operator.flavor)
+    config = StepConfig(
+        name=name, step_operator=operator.name, resource_settings=resource_settings(settings),
+        settings=settings, operator_settings=operator_settings(settings, flavor, f"step {name!r}"),
+        timeout=spec["timeout"], enable_cache=spec["enable_cache"])
+    return StepRunInfo(
+        config=config, pipeline=PipelineConfig(snapshot.pipeline_name, thaw(snapshot.spec["settings"])),
+        run_name=run_name, pipeline_step_name=name, run_id=run_id, step_run_id=step_run_id,
+        attempt=attempt, job_name=f"conveyor-{step_run_id[:16]}-{attempt}",
+        job_uri=f"{attempt_uri}/job.json", attempt_uri=attempt_uri)
+
+
+def entrypoint_request(info: "StepRunInfo") -> tuple[list[str], dict[str, str]]:
+    """The command and environment every step operator is handed for one attempt."""
+    from conveyor.step_operators.entrypoint import StepOperatorEntrypointConfiguration as EP
+
+    command = EP.get_entrypoint_command() + EP.get_entrypoint_arguments(
+        job=info.job_uri, step_name=info.pipeline_step_name, step_run_id=info.step_run_id)
+    environment = {"CONVEYOR_RUN_ID": info.run_id, "CONVEYOR_STEP_RUN_ID": info.step_run_id,
+                   "CONVEYOR_STEP_NAME": info.pipeline_step_name}
+    return command, environment
 
 
 class StepLauncher:
@@ -115,7 +150,7 @@ class StepLauncher:
                     infra_retries += 1
                     self.s.display.update(self.name, "running", f"infrastructure failure, re-submitting: {failure.message}")
                     continue
-                if failure.kind in ("user", "memory") and user_retries < retry["max_retries"]:
+                if failure.kind in USER_RETRYABLE and user_retries < retry["max_retries"]:
                     user_retries += 1
                     delay = retry["delay"] * retry["backoff"] ** (user_retries - 1)
                     self.s.display.update(self.name, "running", f"failed, retry {user_retries}/{retry['max_retries']} in {delay:g}s")
@@ -215,22 +250,9 @@ class StepLauncher:
 
     # -- through a step operator ------------------------------------------------------------------
     def build_info(self, operator: "BaseStepOperator", attempt: int, attempt_uri: str) -> "StepRunInfo":
-        from conveyor.config.settings import operator_settings, resource_settings
-        from conveyor.step_operators.info import PipelineConfig, StepConfig, StepRunInfo
-
-        from conveyor.pipelines.compiler import thaw
-
-        settings = thaw(self.spec["settings"])
-        flavor = self.s.stack._registry.get("step_operator", operator.flavor)
-        config = StepConfig(
-            name=self.name, step_operator=operator.name, resource_settings=resource_settings(settings),
-            settings=settings, operator_settings=operator_settings(settings, flavor, f"step {self.name!r}"),
-            timeout=self.spec["timeout"], enable_cache=self.spec["enable_cache"])
-        return StepRunInfo(
-            config=config, pipeline=PipelineConfig(self.s.snapshot.pipeline_name, thaw(self.s.snapshot.spec["settings"])),
-            run_name=self.s.run_name, pipeline_step_name=self.name, run_id=self.s.run_id, step_run_id=self.step_run_id,
-            attempt=attempt, job_name=f"conveyor-{self.step_run_id[:16]}-{attempt}",
-            job_uri=f"{attempt_uri}/job.json", attempt_uri=attempt_uri)
+        return build_step_info(self.s.stack, self.s.snapshot, self.name, operator, run_id=self.s.run_id,
+                               run_name=self.s.run_name, step_run_id=self.step_run_id, attempt=attempt,
+                               attempt_uri=attempt_uri)
 
     def job_spec(self, info: "StepRunInfo", inputs: dict[str, dict[str, Any]], outputs: dict[str, dict[str, str]],
                  log_uri: str | None) -> dict[str, Any]:
@@ -250,18 +272,17 @@ class StepLauncher:
 
     def _run_with_operator(self, operator: "BaseStepOperator", attempt: int, attempt_uri: str,
                            inputs: dict[str, dict[str, Any]], outputs: dict[str, dict[str, str]]) -> dict[str, dict[str, Any]]:
-        from conveyor.step_operators.entrypoint import StepOperatorEntrypointConfiguration as EP
         from conveyor.step_operators.info import Submission
 
         info = self.build_info(operator, attempt, attempt_uri)
         log_uri = f"{attempt_uri}/logs.txt"
         spec = self.job_spec(info, inputs, outputs, None if operator.streams_logs else log_uri)
         self.s.artifacts.write_text(info.job_uri, json.dumps(spec))
-        command = EP.get_entrypoint_command() + EP.get_entrypoint_arguments(
-            job=info.job_uri, step_name=self.name, step_run_id=self.step_run_id)
-        environment = {"CONVEYOR_RUN_ID": self.s.run_id, "CONVEYOR_STEP_RUN_ID": self.step_run_id,
-                       "CONVEYOR_STEP_NAME": self.name}
-        operator.check_resources(info)
+        command, environment = entrypoint_request(info)
+        try:
+            operator.check_resources(info)
+        except ResourceUnavailableError as err:
+            raise _Failure(str(err), "resources") from None
         self.s.store.update_step_run(self.step_run_id, logs_uri=log_uri,
                                      submission={"flavor": operator.flavor, "job_name": info.job_name,
                                                  "data": {"state": "submitting"}})
@@ -277,6 +298,8 @@ class StepLauncher:
     def _wait(self, operator: "BaseStepOperator", submission: "Submission", info: "StepRunInfo",
               log_uri: str) -> tuple["StatusReport", str | None]:
         """Poll from 50 ms backing off to 2 s; stream logs; enforce stop, timeout and pending timeout."""
+        from conveyor.step_operators.info import StatusReport
+
         log_thread = None
         close = None
         if operator.streams_logs:
@@ -313,14 +336,15 @@ class StepLauncher:
                     reason = "pending"
                 if reason:
                     operator.cancel(submission)
-                    report = operator.get_status(submission)
+                    after = operator.get_status(submission)
+                    report = StatusReport(after.state, report.message or after.message, after.exit_code, after.kind)
                     break
                 waiter = getattr(operator, "wait_for_change", None)
                 if waiter is not None:  # the backend can tell us the moment the job ends
                     waiter(submission, min(delay, 0.2))
                 elif self.s.stop_event.wait(delay):
                     continue
-                delay = min(delay * 1.5, POLL_MAX)
+                delay = min(delay * 1.5, getattr(operator.config, "poll_interval", POLL_MAX))
         except BaseException:
             operator.cancel(submission)
             raise
@@ -367,8 +391,10 @@ class StepLauncher:
         if report.state == "cancelled":
             raise _Failure(f"job was cancelled outside Conveyor: {report.message}".rstrip(": "), "stopped")
         code = report.exit_code
-        if getattr(report, "kind", None) == "memory" or code in (137, -9) and "memory" in report.message:
-            raise _Failure(report.message or MEMORY_ADVICE, "memory")
+        if report.kind in ("memory", "timeout", "pending"):
+            raise _Failure(report.message or MEMORY_ADVICE, report.kind)
+        if code in (137, -9) and "memory" in report.message:
+            raise _Failure(report.message, "memory")
         detail = f" (exit code {code})" if code is not None else ""
         raise _Failure(f"the step ended without a result{detail}: {report.message or 'see the step logs'}", "infrastructure"
                        if report.state != "failed" else "crash")

@@ -50,17 +50,31 @@ def resolve_steps(snapshot: "Snapshot", stack: "Stack") -> dict[str, ResolvedSte
 
 def preflight(snapshot: "Snapshot", stack: "Stack", resolved: dict[str, ResolvedStep]) -> None:
     """Ask each operator whether it can ever honour each step's resources, before anything runs."""
-    from conveyor.execution.launcher import RunState, StepLauncher
+    from conveyor.execution.launcher import build_step_info
 
     for name, r in resolved.items():
-        if r.operator is None:
-            continue
-        operator = stack.step_operator(r.operator)
-        probe = StepLauncher.__new__(StepLauncher)
-        probe.s = RunState.__new__(RunState)
-        probe.s.stack, probe.s.snapshot, probe.s.run_id, probe.s.run_name = stack, snapshot, "preflight", "preflight"
-        probe.name, probe.spec, probe.step_run_id, probe.resolved = name, snapshot.step_spec(name), "preflight", r
-        operator.check_resources(probe.build_info(operator, 1, ""))
+        if r.operator is not None:
+            operator = stack.step_operator(r.operator)
+            operator.check_resources(build_step_info(stack, snapshot, name, operator, run_id="preflight",
+                                                     run_name="preflight", step_run_id="preflight", attempt=1,
+                                                     attempt_uri=""))
+
+
+def dry_run(snapshot: "Snapshot", step_name: str, stack_name: str | None = None) -> dict[str, Any]:
+    """The exact request the step's operator would send, without running anything or touching the store's runs."""
+    from conveyor.context import get_context
+    from conveyor.execution.launcher import build_step_info, entrypoint_request
+
+    stack = get_context().load_stack(stack_name)
+    resolved = resolve_steps(snapshot, stack)[step_name]
+    if resolved.operator is None:
+        raise ValueError(f"step {step_name!r} runs in-process: it has no step operator to dry-run")
+    operator = stack.step_operator(resolved.operator)
+    attempt_uri = stack.artifact_store.artifact_store().join("runs", "dry-run", "steps", step_name, "attempt-1")
+    info = build_step_info(stack, snapshot, step_name, operator, run_id="dry-run", run_name="dry-run",
+                           step_run_id=f"dry-run-{step_name}", attempt=1, attempt_uri=attempt_uri)
+    command, environment = entrypoint_request(info)
+    return operator.dry_run(info, command, environment)
 
 
 def new_run_name(pipeline: str) -> str:

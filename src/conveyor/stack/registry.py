@@ -22,6 +22,7 @@ BUILTIN_FLAVORS: dict[ComponentType, dict[str, str]] = {
     ComponentType.STEP_OPERATOR: {
         "local": "conveyor.step_operators.local.flavor:LocalStepOperatorFlavor",
         "fault": "conveyor.step_operators.fault.flavor:FaultStepOperatorFlavor",
+        "slurm": "conveyor.step_operators.slurm.flavor:SlurmStepOperatorFlavor",
     },
 }
 
@@ -79,8 +80,10 @@ class FlavorRegistry:
                     flavor = instantiate_flavor(ep.value)
                 except StackError:
                     continue
-                found[(ComponentType(flavor.type), flavor.name)] = ep.value
-                self._cache.setdefault((ComponentType(flavor.type), flavor.name), flavor)
+                ftype = ComponentType(flavor.type)
+                if flavor.name in BUILTIN_FLAVORS[ftype]:
+                    continue  # a package cannot replace a built-in flavor
+                found[(ftype, flavor.name)] = ep.value
             self._entry_points = found
         return self._entry_points
 

@@ -78,6 +78,8 @@ class StatusReport:
     state: State
     message: str = ""
     exit_code: int | None = None
+    #: why a failed job failed when the backend knows: "memory", "timeout", "pending" (can never start)
+    kind: str | None = None
 
     @property
     def terminal(self) -> bool:

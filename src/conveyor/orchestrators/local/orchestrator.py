@@ -1,4 +1,4 @@
-"""Runs the DAG with a bounded thread pool; Ctrl-C, SIGTERM and `conveyor run stop` cancel every running step."""
+"""Runs the DAG with one daemon thread per running step, at most `max_parallelism` at once; Ctrl-C, SIGTERM and `conveyor run stop` cancel every running step."""
 
 from __future__ import annotations
 
@@ -151,7 +151,7 @@ class LocalOrchestrator(BaseOrchestrator):
                 state.store.update_step_run(state.step_ids[name], status="stopped")
             raise
         if state.stop_event.is_set() and not failures:
-            failures.append(StepFailedError("(run)", "the run was stopped", kind="stopped"))
+            failures.append(StepFailedError("(every running step)", "the run was stopped", kind="stopped"))
         return failures
 
     @staticmethod

@@ -180,8 +180,8 @@ class GpuInventory:
         visible = os.environ.get("CUDA_VISIBLE_DEVICES")
         indices = sorted(by_uuid.values())
         if visible is not None and visible.strip():
-            allowed = {int(v) for v in visible.split(",") if v.strip().isdigit()}
-            indices = [i for i in indices if i in allowed]
+            wanted = {v.strip() for v in visible.split(",") if v.strip()}
+            indices = [i for u, i in by_uuid.items() if str(i) in wanted or u in wanted]
         busy = {by_uuid[u.strip()] for u in apps.splitlines() if u.strip() in by_uuid}
         return cls(indices=indices, busy=busy, reason="" if indices else "nvidia-smi lists no GPUs")
 

@@ -64,7 +64,7 @@ class LocalStepOperator(BaseStepOperator):
                 why = f" ({reason})" if reason else ""
                 raise ResourceUnavailableError(
                     f"step {step!r} asks for gpu_count={r.gpu_count} but this machine has {total} GPU(s){why}: "
-                    "run it on a step operator with GPUs (e.g. `conveyor step-operator register gpu --flavor=slurm ...`) "
+                    "run it on a step operator with GPUs (e.g. `conveyor step-operator register gpu --flavor=slurm`) "
                     "or lower gpu_count")
         if r.memory is not None:
             total_mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
@@ -81,6 +81,7 @@ class LocalStepOperator(BaseStepOperator):
             for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS"):
                 merged[var] = threads
         if r.gpu_count is not None:
+            merged["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"  # nvidia-smi's numbering, which is what we chose from
             merged["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in gpus)
         settings = info.config.operator_settings
         if settings is not None:
@@ -111,8 +112,12 @@ class LocalStepOperator(BaseStepOperator):
                 return False
             job.gpus = gpus
         job.cpus = CPUS.acquire(r.cpu_count) if r.cpu_count is not None else []
-        if r.memory_bytes is not None:
-            job.memory = memory_limit(r.memory_bytes, self.config.memory_enforcement)
+        try:
+            if r.memory_bytes is not None:
+                job.memory = memory_limit(r.memory_bytes, self.config.memory_enforcement)
+        except OSError:
+            self._release(job)
+            raise
         env = self._environment(job.info, job.env, job.cpus, job.gpus)
         worker = SPARES.take(job.command) if self.config.warm_start else None
         if worker is not None:
@@ -153,7 +158,7 @@ class LocalStepOperator(BaseStepOperator):
             return StatusReport("cancelled", exit_code=code)
         if job.memory is not None and (job.memory.oom_killed() or (code in (-9, 137) and job.memory.mechanism == "rlimit")):
             limit = job.info.config.resource_settings.memory
-            return StatusReport("failed", f"{MEMORY_ADVICE} (the limit was {limit})", exit_code=137)
+            return StatusReport("failed", f"{MEMORY_ADVICE} (the limit was {limit})", exit_code=137, kind="memory")
         if code == 0:
             return StatusReport("completed", exit_code=0)
         if code < 0:
@@ -208,34 +213,12 @@ class LocalStepOperator(BaseStepOperator):
 
     def logs(self, submission: Submission, follow: bool = False) -> Iterator[str]:
         """Tail the step's output file; with `follow`, until the process has ended and the file is drained."""
+        from conveyor.utils.tail import tail_file
+
         path = submission.data.get("log_path")
-        if not path:
-            return
-        while follow and not os.path.exists(path):
-            if self._finished(submission):
-                return
-            time.sleep(0.05)
-        if not os.path.exists(path):
-            return
-        with open(path, encoding="utf-8", errors="replace") as fh:
-            partial = ""
-            while True:
-                chunk = fh.read(65536)
-                if chunk:
-                    partial += chunk
-                    *lines, partial = partial.split("\n")
-                    for line in lines:
-                        yield line + "\n"
-                    continue
-                if not follow or self._finished(submission):
-                    rest = fh.read()
-                    partial += rest
-                    if rest:
-                        continue
-                    if partial:
-                        yield partial
-                    return
-                self.wait_for_change(submission, 0.05)
+        if path:
+            yield from tail_file(path, follow, lambda: self._finished(submission),
+                                 lambda: self.wait_for_change(submission, 0.05))
 
     def _finished(self, submission: Submission) -> bool:
         job = self._jobs.get(submission.job_name)

@@ -61,7 +61,7 @@ class Spares:
                 return
             try:
                 self._spare[python] = Worker(  # noqa: S603 - our own module
-                    [python, "-m", WORKER_MODULE], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                    [python, "-u", "-m", WORKER_MODULE], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
                     stderr=subprocess.DEVNULL, start_new_session=True, close_fds=True)
             except OSError:
                 pass
