@@ -1,0 +1,51 @@
+"""One entry per step operator flavor: how to register it, and how to ask its backend what is still running."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from conveyor.client import StepRunView
+from conveyor.utils.procs import alive, pids_with_marker
+
+
+def local_leftovers(step_run: StepRunView) -> list[str]:
+    left = [f"pid {p} (carries the step run id)" for p in pids_with_marker(f"--step_run_id {step_run.id}")]
+    pid = ((step_run.submission or {}).get("data") or {}).get("pid")
+    if pid is not None and alive(int(pid)):
+        left.append(f"pid {pid} (from the receipt)")
+    return left
+
+
+def check_local_cpus(seen: dict[str, Any]) -> None:
+    assert seen["affinity"] == 1 and seen["omp"] == "1", seen
+
+
+@dataclass
+class Backend:
+    flavor: str
+    operator: str
+    config: dict[str, Any]
+    leftovers: Callable[[StepRunView], list[str]]
+    check_cpus: Callable[[dict[str, Any]], None]
+    #: ResourceSettings no machine of the backend can ever satisfy
+    impossible: dict[str, Any] = field(default_factory=lambda: {"cpu_count": 4096})
+    #: (operator config, step settings) under which a job is accepted but can never start ("never_starts" capability)
+    never_starts: tuple[dict[str, Any], dict[str, Any]] | None = None
+    #: the failure kind a memory overrun ends as
+    memory_kind: str = "memory"
+    setup: Callable[[], None] | None = None
+
+
+#: what each backend can show; a test that needs a capability runs only where it exists
+CAPABILITIES: dict[str, set[str]] = {
+    "local": set(),
+    "fault": {"never_starts"},
+}
+
+BACKENDS: dict[str, Callable[[Any], Backend]] = {
+    "local": lambda request: Backend("local", "conform_local", {}, local_leftovers, check_local_cpus),
+    "fault": lambda request: Backend(
+        "fault", "conform_fault", {"fault": "none"}, local_leftovers, check_local_cpus,
+        never_starts=({"pending_timeout": "1s"}, {"step_operator.fault": {"fault": "stuck_pending"}})),
+}

@@ -1,0 +1,70 @@
+"""Steps of the conformance suite, importable by module name on the remote side of every flavor."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Annotated
+
+from conveyor import step
+
+
+class RemoteFailure(RuntimeError):
+    pass
+
+
+@step
+def numbers(n: int = 4) -> list[int]:
+    return list(range(n))
+
+
+@step
+def total(values: list[int]) -> tuple[Annotated[int, "sum"], Annotated[int, "pid"], Annotated[str, "host_env"]]:
+    print(f"adding {len(values)} values", flush=True)
+    return sum(values), os.getpid(), os.environ.get("CONVEYOR_STEP_NAME", "")
+
+
+@step
+def fails(values: list[int]) -> int:
+    raise RemoteFailure(f"cannot handle {len(values)} values")
+
+
+@step
+def ticks(sentinel: str) -> int:
+    print("tick-0", flush=True)
+    deadline = time.time() + 60
+    while not Path(sentinel).exists() and time.time() < deadline:
+        time.sleep(0.1)
+    print("tick-1", flush=True)
+    return 2
+
+
+@step
+def sleeps(seconds: float) -> int:
+    print("sleeping", flush=True)
+    time.sleep(seconds)
+    return 1
+
+
+@step
+def resources_seen() -> dict:
+    return {"affinity": len(os.sched_getaffinity(0)), "omp": os.environ.get("OMP_NUM_THREADS"),
+            "slurm_cpus": os.environ.get("SLURM_CPUS_PER_TASK"), "cuda": os.environ.get("CUDA_VISIBLE_DEVICES")}
+
+
+@step
+def hog(megabytes: int) -> int:
+    blob = b"x" * (megabytes * 10**6)
+    time.sleep(3)  # stay alive long enough for a sampling memory monitor to notice
+    return len(blob)
+
+
+@step
+def flaky(counter: str) -> int:
+    path = Path(counter)
+    attempts = int(path.read_text()) + 1 if path.exists() else 1
+    path.write_text(str(attempts))
+    if attempts < 2:
+        raise ConnectionError("transient failure on the first attempt")
+    return attempts

@@ -1,0 +1,253 @@
+"""Every step operator flavor honours the same contract, shown on its real backend."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from backends import Backend
+from conformance_steps import fails, flaky, hog, numbers, resources_seen, sleeps, ticks, total
+
+from conveyor import Client, pipeline
+from conveyor.exceptions import ResourceUnavailableError, RunFailedError
+
+HERE = Path(__file__).parent
+GOLDEN = HERE / "golden"
+
+
+def on(backend: Backend, step, **options):
+    return step.with_options(step_operator=backend.operator, **options)
+
+
+def _wait_for(predicate, timeout: float = 60.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"{what} not reached within {timeout:g}s")
+
+
+def test_a_step_runs_remotely_and_returns_outputs(backend: Backend) -> None:
+    @pipeline(enable_cache=False)
+    def p():
+        on(backend, total)(numbers(5))
+
+    run = p()
+    step_run = run.steps["total"]
+    assert step_run.status == "completed"
+    assert step_run.outputs["sum"].load() == 10
+    assert step_run.outputs["pid"].load() != os.getpid()
+    assert step_run.outputs["host_env"].load() == "total"
+    assert step_run.config.step_operator == backend.operator
+    assert step_run.config.step_operator_flavor == backend.flavor
+    assert step_run.submission["flavor"] == backend.flavor
+    assert "adding 5 values" in step_run.logs()
+    assert backend.leftovers(step_run) == []
+
+
+def test_the_remote_traceback_reaches_the_user(backend: Backend) -> None:
+    @pipeline(enable_cache=False)
+    def p():
+        on(backend, fails)(numbers(3))
+
+    with pytest.raises(RunFailedError) as info:
+        p()
+    text = str(info.value)
+    assert "RemoteFailure: cannot handle 3 values" in text
+    assert 'raise RemoteFailure(f"cannot handle {len(values)} values")' in text
+    step_run = info.value.run.steps["fails"]
+    assert step_run.status == "failed" and step_run.failure_kind == "user"
+    assert "Traceback" in step_run.traceback
+
+
+def test_logs_stream_live_while_the_step_runs_and_are_stored(backend: Backend, tmp_path: Path) -> None:
+    sentinel = tmp_path / "release"
+
+    @pipeline(enable_cache=False)
+    def p():
+        on(backend, ticks)(str(sentinel))
+
+    result: dict = {}
+    runner = threading.Thread(target=lambda: result.setdefault("run", p()), daemon=True)
+    runner.start()
+    client = Client()
+
+    def first_tick_stored() -> bool:
+        runs = client.list_pipeline_runs()
+        if not runs:
+            return False
+        step_run = client.get_pipeline_run(runs[0].id).steps["ticks"]
+        return "tick-0" in step_run.logs()
+
+    _wait_for(first_tick_stored, what="the first log line in the stored log")
+    live = client.get_pipeline_run(client.list_pipeline_runs()[0].id).steps["ticks"]
+    assert live.status == "running", "the log line must arrive while the step still runs"
+    assert "tick-1" not in live.logs()
+    sentinel.write_text("go")
+    runner.join(timeout=120)
+    step_run = result["run"].steps["ticks"]
+    assert step_run.status == "completed"
+    assert "tick-0" in step_run.logs() and "tick-1" in step_run.logs()
+
+
+INTERRUPTED = textwrap.dedent('''
+    import sys
+    sys.path.insert(0, {here!r})
+    from conveyor import pipeline
+    from conformance_steps import sleeps
+
+    @pipeline(enable_cache=False)
+    def interrupted():
+        sleeps.with_options(step_operator={operator!r})(seconds=300)
+
+    if __name__ == "__main__":
+        interrupted()
+''')
+
+
+def _start_interrupted(backend: Backend, project: Path) -> tuple[subprocess.Popen, str]:
+    script = project / "interrupted.py"
+    script.write_text(INTERRUPTED.format(here=str(HERE), operator=backend.operator))
+    proc = subprocess.Popen([sys.executable, str(script)], cwd=project, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, env={**os.environ, "CONVEYOR_QUIET": "1"})
+    client = Client()
+
+    def sleeping() -> bool:
+        runs = client.list_pipeline_runs()
+        return bool(runs) and "sleeping" in client.get_pipeline_run(runs[0].id).steps["sleeps"].logs()
+
+    _wait_for(sleeping, what="the step to start")
+    return proc, client.list_pipeline_runs()[0].id
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_stopping_the_orchestrator_leaves_nothing_running(backend: Backend, project: Path, sig: signal.Signals) -> None:
+    proc, run_id = _start_interrupted(backend, project)
+    proc.send_signal(sig)
+    proc.wait(timeout=60)
+    final = Client().get_pipeline_run(run_id)
+    assert final.status == "stopped"
+    assert final.steps["sleeps"].status == "stopped"
+    assert backend.leftovers(final.steps["sleeps"]) == []
+
+
+def test_run_stop_from_another_shell_cancels_the_backend_job(backend: Backend, project: Path, conveyor_cli) -> None:
+    proc, run_id = _start_interrupted(backend, project)
+    conveyor_cli("run", "stop", run_id)
+    proc.wait(timeout=60)
+    final = Client().get_pipeline_run(run_id)
+    assert final.status == "stopped"
+    assert backend.leftovers(final.steps["sleeps"]) == []
+
+
+def test_a_step_over_its_timeout_is_stopped_and_reported(backend: Backend) -> None:
+    @pipeline(enable_cache=False)
+    def p():
+        on(backend, sleeps, timeout=2)(seconds=300)
+
+    with pytest.raises(RunFailedError) as info:
+        p()
+    step_run = info.value.run.steps["sleeps"]
+    assert step_run.status == "failed" and step_run.failure_kind == "timeout"
+    assert "timed out after 2s" in step_run.error
+    assert backend.leftovers(step_run) == []
+
+
+def test_cpu_count_is_honoured(backend: Backend) -> None:
+    @pipeline(enable_cache=False)
+    def p():
+        on(backend, resources_seen, settings={"resources": {"cpu_count": 1}})()
+
+    run = p()
+    backend.check_cpus(run.steps["resources_seen"].outputs["output"].load())
+
+
+def test_a_step_over_its_memory_is_killed_and_reported(backend: Backend) -> None:
+    @pipeline(enable_cache=False)
+    def p():
+        on(backend, hog, settings={"resources": {"memory": "200MB"}})(megabytes=600)
+
+    with pytest.raises(RunFailedError) as info:
+        p()
+    step_run = info.value.run.steps["hog"]
+    assert step_run.failure_kind == backend.memory_kind, step_run.error
+    assert "killed for memory: raise ResourceSettings(memory=...)" in step_run.error
+    assert backend.leftovers(step_run) == []
+
+
+def test_an_impossible_request_is_refused_before_submission(backend: Backend) -> None:
+    @pipeline(enable_cache=False)
+    def p():
+        numbers()
+        on(backend, resources_seen, settings={"resources": backend.impossible})()
+
+    with pytest.raises(ResourceUnavailableError) as info:
+        p()
+    assert "cpu_count=4096" in str(info.value)
+    assert Client().list_pipeline_runs() == []
+
+
+@pytest.mark.needs("never_starts")
+def test_a_job_that_can_never_start_fails_clearly(backend: Backend) -> None:
+    from conftest import register
+
+    config, settings = backend.never_starts
+    register(backend.operator, backend.flavor, {**backend.config, **config})
+
+    @pipeline(enable_cache=False)
+    def p():
+        on(backend, sleeps, settings=settings)(seconds=1)
+
+    started = time.monotonic()
+    with pytest.raises(RunFailedError) as info:
+        p()
+    step_run = info.value.run.steps["sleeps"]
+    assert step_run.failure_kind == "pending", step_run.error
+    assert time.monotonic() - started < 60
+    assert backend.leftovers(step_run) == []
+
+
+def test_retries_resubmit_the_job(backend: Backend, tmp_path: Path) -> None:
+    counter = tmp_path / "attempts"
+
+    @pipeline(enable_cache=False)
+    def p():
+        on(backend, flaky, retry={"max_retries": 1})(str(counter))
+
+    run = p()
+    step_run = run.steps["flaky"]
+    assert step_run.status == "completed" and step_run.attempt == 2
+    assert step_run.outputs["output"].load() == 2
+    assert step_run.submission["job_name"].endswith("-2")
+
+
+def _normalize(value, project: Path):
+    text = json.dumps(value, indent=2, sort_keys=True)
+    for old, new in ((str(project), "<project>"), (sys.executable, "<python>"), (str(HERE), "<conformance>")):
+        text = text.replace(old, new)
+    return json.loads(text)
+
+
+def test_dry_run_matches_the_golden_file(backend: Backend, project: Path) -> None:
+    from conveyor.execution.run import dry_run
+
+    @pipeline(enable_cache=False)
+    def p():
+        on(backend, sleeps, settings={"resources": {"cpu_count": 2, "memory": "1GiB"}}, timeout="10m")(seconds=1)
+
+    got = _normalize(dry_run(p.compile(), "sleeps"), project)
+    golden = GOLDEN / f"{backend.flavor}.json"
+    if os.environ.get("CONVEYOR_UPDATE_GOLDEN") == "1" or not golden.exists():
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"golden file {golden.name} is missing: generate it with CONVEYOR_UPDATE_GOLDEN=1 and commit it")
+        golden.write_text(json.dumps(got, indent=2, sort_keys=True) + "\n")
+    assert got == json.loads(golden.read_text())
