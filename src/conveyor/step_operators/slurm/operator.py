@@ -25,6 +25,10 @@ QUEUED = {"PENDING", "CONFIGURING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "
 RUNNING = {"RUNNING", "COMPLETING", "STAGE_OUT"}
 
 
+def _pending(reason: str) -> str:
+    return "pending in the Slurm queue" + (f" ({reason})" if reason and reason != "None" else "")
+
+
 class SlurmStepOperator(BaseStepOperator):
     streams_logs: ClassVar[bool] = True
 
@@ -134,22 +138,33 @@ class SlurmStepOperator(BaseStepOperator):
                 self.cancel(submission)
                 return StatusReport("failed", f"Slurm job {job_id} can never start: pending with reason {reason} "
                                     "(the request does not fit the partition, account or QOS)", kind="pending")
-            return StatusReport("queued", f"pending: {reason}")
+            return StatusReport("queued", _pending(reason))
         info = self.slurm.job(job_id)
         if info is None:
             return StatusReport("lost", f"Slurm no longer knows job {job_id}")
-        return self._finished(job_id, info)
+        return self._finished(job_id, info, submission.data.get("output"))
 
     @staticmethod
-    def _finished(job_id: str, info: JobInfo) -> StatusReport:
+    def _killed_for_memory(info: JobInfo, output: str | None) -> bool:
+        """OverMemoryKill may be reported as FAILED by signal 9 before the state settles on OUT_OF_MEMORY."""
+        if info.state == "OUT_OF_MEMORY" or "memory" in info.reason.lower():
+            return True
+        if info.state in ("FAILED", "CANCELLED") and output and os.path.exists(output):
+            with open(output, errors="replace") as fh:
+                fh.seek(max(0, os.path.getsize(output) - 65536))
+                return "Exceeded job memory limit" in fh.read()
+        return False
+
+    @classmethod
+    def _finished(cls, job_id: str, info: JobInfo, output: str | None = None) -> StatusReport:
         state, code = info.state, info.exit_code
         if state in QUEUED:
-            return StatusReport("queued", f"pending: {info.reason}")
+            return StatusReport("queued", _pending(info.reason))
         if state in RUNNING:
             return StatusReport("running")
         if state == "COMPLETED":
             return StatusReport("completed", exit_code=code)
-        if state == "OUT_OF_MEMORY" or (state in ("FAILED", "CANCELLED") and "memory" in info.reason.lower()):
+        if cls._killed_for_memory(info, output):
             return StatusReport("failed", f"{MEMORY_ADVICE} (Slurm job {job_id} ran out of its --mem)",
                                 exit_code=code, kind="memory")
         if state in ("TIMEOUT", "DEADLINE"):

@@ -11,7 +11,8 @@ from conveyor.step_operators.info import StepRunInfo
 
 def sbatch_arguments(info: StepRunInfo, config: Any, settings: Any, output_path: str) -> list[str]:
     r = info.config.resource_settings
-    args = [f"--job-name={info.job_name}", f"--output={output_path}", "--open-mode=append"]
+    # --no-requeue: a node failure ends the job, and Conveyor re-submits it as a new, visible attempt
+    args = [f"--job-name={info.job_name}", f"--output={output_path}", "--open-mode=append", "--no-requeue"]
     partition = (settings.partition if settings else None) or config.partition
     if partition:
         args.append(f"--partition={partition}")
