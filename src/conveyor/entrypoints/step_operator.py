@@ -67,7 +67,12 @@ def run_job(job_uri: str) -> int:
         from conveyor.execution.runner import load_inputs, run_function
         from conveyor.pipelines.source import load_step_function
 
-        func = load_step_function(spec["source"])
+        source = spec["source"]
+        if source.get("code_archive"):  # exactly the code as it was at submission, even if the tree changed since
+            from conveyor.execution.code_archive import materialize
+
+            source = {**source, "code_root": materialize(source["code_archive"], store)}
+        func = load_step_function(source)
         inputs = load_inputs(spec["inputs"], store)
         metas = run_function(func, spec["step_name"], spec["parameters"], inputs, spec["outputs"], store)
         result["status"] = "completed"

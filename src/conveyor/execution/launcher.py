@@ -277,6 +277,10 @@ class StepLauncher:
         info = self.build_info(operator, attempt, attempt_uri)
         log_uri = f"{attempt_uri}/logs.txt"
         spec = self.job_spec(info, inputs, outputs, None if operator.streams_logs else log_uri)
+        if operator.needs_code_archive and spec["source"].get("code_root"):
+            from conveyor.execution.code_archive import upload
+
+            spec["source"]["code_archive"] = upload(self.s.artifacts, spec["source"]["code_root"])
         self.s.artifacts.write_text(info.job_uri, json.dumps(spec))
         command, environment = entrypoint_request(info)
         try:

@@ -48,6 +48,8 @@ class BaseStepOperator(StackComponent):
     TYPE: ClassVar[ComponentType] = ComponentType.STEP_OPERATOR
     #: True when `logs()` yields the step's output; otherwise the entrypoint tees it into the artifact store.
     streams_logs: ClassVar[bool] = False
+    #: True when the step runs where our filesystem is not shared: its code travels as a content-hashed archive.
+    needs_code_archive: ClassVar[bool] = False
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
