@@ -1,12 +1,18 @@
-"""Conveyor's benchmark (`make bench`): import time, fixed and per-step costs, the `local` step operator's overhead.
+"""Conveyor's benchmark (`make bench`): import time, fixed and per-step costs, the `local` step operator's overhead,
+and the `slurm` step operator's overhead against a bare `sbatch` + poll.
 
-    .venv/bin/python bench/run.py [--json PATH] [--steps 50] [--local-steps 20] [--quick]
+    .venv/bin/python bench/run.py [--json PATH] [--steps 50] [--local-steps 20] [--quick] [--no-slurm]
 
 Every measurement runs in fresh subprocesses with its own temporary project (CONVEYOR_PROJECT_DIR) and
 CONVEYOR_QUIET=1. Bytecode is cached in a private temporary directory (PYTHONPYCACHEPREFIX, and
 PYTHONDONTWRITEBYTECODE dropped) and warmed up first, so the numbers are those of a normal installation and
 nothing is written into the source tree. Targets come from issue 3; the reference numbers are ZenML 0.98's,
 measured on this machine kind. Profile a workload by hand with `bench/workloads.py --profile`.
+
+The Slurm section (issue 4) runs only where the Slurm and munge binaries are installed and we are root: it starts a
+throw-away single-node cluster with tests/fixtures/slurm.py, stops it at the end, and compares one trivial step on
+a `slurm` step operator with a bare `sbatch` + `squeue` poll of a script running the same interpreter, plus the
+cost of the step entrypoint run directly. Elsewhere it reports one info row saying why it was skipped.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import json
 import os
 import platform
 import re
+import shlex
 import shutil
 import statistics
 import subprocess
@@ -41,6 +48,7 @@ class Row:
     target: float | None
     reference: float | None
     note: str = ""
+    unit: str = "s"  # "s": seconds; "x": a ratio
 
     @property
     def verdict(self) -> str:
@@ -162,12 +170,189 @@ def measure_whole_process(runs: int) -> tuple[list[float], float]:
     return warm, first
 
 
+# -- Slurm (issue 4) ------------------------------------------------------------------------------
+
+SLURM_BINARIES = ("sbatch", "squeue", "scontrol", "scancel", "sinfo", "slurmctld", "slurmd", "munged")
+SLURM_OPERATOR = "hpc"
+SLURM_POLL_INTERVAL = 0.5  # the operator's poll_interval, and the cap of the bare poll's backoff
+SLURM_TARGET = 1.3  # issue 4: our step ≤ 1.3 × (bare sbatch + poll + the entrypoint's own cost)
+
+
+def slurm_unavailable() -> str | None:
+    """Why the Slurm section cannot run here, or None."""
+    sbin = os.pathsep.join(("/usr/sbin", "/sbin", "/usr/local/sbin"))
+    missing = [b for b in SLURM_BINARIES if not (shutil.which(b) or shutil.which(b, path=sbin))]
+    if missing:
+        return f"Slurm not installed ({', '.join(missing)} missing; bash scripts/install-system-deps.sh)"
+    if os.geteuid() != 0:
+        return "Slurm installed, but the throw-away cluster needs root (slurmd)"
+    import importlib.util
+
+    if importlib.util.find_spec("pytest") is None:
+        return "Slurm installed, but tests/fixtures/slurm.py needs pytest: pip install -e '.[dev]'"
+    return None
+
+
+def _start_slurm_cluster() -> Any:
+    """tests/fixtures/slurm.py's cluster, with os.environ's SLURM_CONF pointing at it (undone by its stop())."""
+    tests = str(HERE.parent / "tests")
+    if tests not in sys.path:
+        sys.path.insert(0, tests)
+    import pytest  # the fixture skips (pytest.skip) or fails (pytest.fail) when it cannot start a cluster
+    from fixtures.slurm import start_slurm_cluster
+
+    try:
+        return start_slurm_cluster(set_environ=True)
+    except (pytest.skip.Exception, pytest.fail.Exception) as err:
+        raise RuntimeError(f"could not start the Slurm test cluster: {err}") from None
+
+
+def _bare_sbatch_poll(cluster: Any, env: dict[str, str], script: Path, active: set[str]) -> float:
+    """Seconds from `sbatch --parsable` to noticing the job left the queue, polling as Conveyor does.
+
+    The same sbatch options as the step operator's (minus --job-name's value), and the same poll: `squeue -h -j ID`
+    at once, then after 50 ms, ×1.5 each time, capped at poll_interval, until squeue no longer lists the job or
+    lists it in a state that is neither queued nor running.
+    """
+    out = script.with_suffix(".out")
+    t0 = time.perf_counter()
+    job_id = _run(["sbatch", "--parsable", "--job-name=bench-bare", f"--output={out}", "--open-mode=append",
+                   "--no-requeue", f"--partition={cluster.partition}", str(script)], env).stdout.strip().split(";")[0]
+    delay = 0.05
+    while True:
+        proc = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%T"], env=env, capture_output=True, text=True)
+        state = proc.stdout.strip()
+        if proc.returncode != 0 or not state or state not in active:
+            elapsed = time.perf_counter() - t0
+            break
+        time.sleep(delay)
+        delay = min(delay * 1.5, SLURM_POLL_INTERVAL)
+    info = cluster.job(job_id)
+    if info.get("JobState") not in (None, "COMPLETED"):
+        raise RuntimeError(f"bare Slurm job {job_id} ended {info.get('JobState')}: {out.read_text(errors='replace')}")
+    return elapsed
+
+
+def _entrypoint_command(job_dir: Path) -> tuple[list[str], str]:
+    """(command, cwd) of the step entrypoint exactly as the step operator's batch script runs it."""
+    command, cwd = None, None
+    for line in (job_dir / "job.sh").read_text().splitlines():
+        if line.startswith("cd "):
+            cwd = shlex.split(line)[1]
+        elif line.startswith("exec "):
+            command = shlex.split(line)[1:]
+    if not command or not cwd:
+        raise RuntimeError(f"no `cd`/`exec` line in {job_dir / 'job.sh'}")
+    return command, cwd
+
+
+def _entrypoint_once(command: list[str], cwd: str, env: dict[str, str], job_dir: Path) -> float:
+    """Wall time of the step entrypoint run directly (no Slurm) on a finished attempt's job spec."""
+    result = job_dir / "result.json"
+    result.unlink(missing_ok=True)
+    t0 = time.perf_counter()
+    proc = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True)
+    elapsed = time.perf_counter() - t0
+    if proc.returncode != 0 or json.loads(result.read_text()).get("status") != "completed":
+        raise RuntimeError(f"{' '.join(command)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return elapsed
+
+
+def measure_slurm(runs: int, say: Any) -> dict[str, Any]:
+    """Bare sbatch + poll, the entrypoint's own cost, and one step on the `slurm` step operator; medians of `runs`."""
+    import atexit
+
+    from conveyor.step_operators.slurm.operator import QUEUED, RUNNING  # what the step operator treats as not done
+
+    started = time.perf_counter()
+    say("Slurm: starting a throw-away cluster")
+    cluster = _start_slurm_cluster()
+    project = _project()
+    try:
+        env = _env(project)  # os.environ now has the cluster's SLURM_CONF, so every Slurm command talks to it
+        cli = [PYTHON, "-c", "import sys; from conveyor.cli.main import cli; sys.exit(cli(prog_name='conveyor'))"]
+        _run([*cli, "step-operator", "register", SLURM_OPERATOR, "--flavor=slurm", f"--partition={cluster.partition}",
+              f"--poll_interval={SLURM_POLL_INTERVAL}"], env)
+        _run([*cli, "stack", "update", "default", "-s", SLURM_OPERATOR], env)
+
+        script = Path(cluster.work_dir, "bench-bare.sh")
+        script.write_text("#!/bin/bash\n# The bare baseline: the same interpreter, a trivial command.\n"
+                          f"set -eo pipefail\ncd {shlex.quote(os.getcwd())}\nexec {shlex.quote(PYTHON)} -c pass\n")
+        script.chmod(0o755)
+        # Half the bare runs before ours and half after, so that a drift of the machine's load hits both alike.
+        active = set(QUEUED) | set(RUNNING)
+        before = (runs + 1) // 2
+        say(f"Slurm: bare sbatch + poll ({before} of {runs} runs, after a warm-up job)")
+        _bare_sbatch_poll(cluster, env, script, active)  # the first job after start-up waits for the scheduler
+        bare = [_bare_sbatch_poll(cluster, env, script, active) for _ in range(before)]
+
+        say(f"Slurm: 1-step pipeline on the `slurm` step operator and in process ({runs} runs of each)")
+        proc = _run([PYTHON, str(HERE / "workloads.py"), "remote1", "--operator", SLURM_OPERATOR,
+                     "--repeat", str(runs)], env)
+        ours = json.loads(proc.stdout.strip().splitlines()[-1])
+        say(f"Slurm: bare sbatch + poll ({runs - before} of {runs} runs)")
+        bare += [_bare_sbatch_poll(cluster, env, script, active) for _ in range(runs - before)]
+
+        say(f"Slurm: the step entrypoint run directly ({runs} runs)")
+        job_dir = Path(ours["submission"]["data"]["job_dir"])
+        command, cwd = _entrypoint_command(job_dir)
+        _entrypoint_once(command, cwd, env, job_dir)
+        entry = [_entrypoint_once(command, cwd, env, job_dir) for _ in range(runs)]
+        bare_python = [_wall([PYTHON, "-c", "pass"], env) for _ in range(runs)]
+    finally:
+        cluster.stop()
+        atexit.unregister(cluster.stop)
+        shutil.rmtree(project, ignore_errors=True)
+    return {"bare": bare, "entrypoint": entry, "python": bare_python, "step": ours["step"], "remote": ours["remote"],
+            "inproc": ours["inproc"], "runs": runs, "seconds": time.perf_counter() - started}
+
+
+def slurm_rows(slurm: dict[str, Any] | None, skipped: str | None) -> list[Row]:
+    """The Slurm rows. The verdict compares means: on this cluster both our step and the bare job are bimodal
+    (the job ends just before or just after one of the shared poll times, ~0.4 s apart), so a median of a few runs
+    lands on either mode by luck and their ratio swings between ~0.6× and ~1.5×; the mean does not.
+    """
+    metric = "Slurm: our step vs bare sbatch+poll"
+    if slurm is None:
+        return [Row(metric, None, SLURM_TARGET, None, skipped or "", unit="x")]
+    keys = ("bare", "entrypoint", "python", "step", "remote", "inproc")
+    med = {k: statistics.median(slurm[k]) for k in keys}
+    mean = {k: statistics.fmean(slurm[k]) for k in keys}
+    base, med_base = mean["bare"] + mean["entrypoint"], med["bare"] + med["entrypoint"]
+    n = slurm["runs"]
+    return [
+        Row(metric, mean["step"] / base, SLURM_TARGET, None,
+            f"means of {n}: step duration as recorded / (bare + entrypoint) = {_fmt(mean['step'])} / {_fmt(base)}; "
+            f"ratio of medians {med['step'] / med_base:.2f}×", unit="x"),
+        Row("  Slurm: our extra time over bare + entrypoint", mean["step"] - base, None, None,
+            f"means; medians: {_fmt(med['step'] - med_base)}"),
+        Row("  Slurm: bare sbatch + squeue poll", med["bare"], None, None,
+            f"`python -c pass` job, submit → noticed gone; median of {n} (mean {_fmt(mean['bare'])}, "
+            f"min {_fmt(min(slurm['bare']))})"),
+        Row("  Slurm: entrypoint's own cost", med["entrypoint"], None, None,
+            f"python -m conveyor.entrypoints.step_operator, no Slurm; median of {n} "
+            f"(`python -c pass` alone: {_fmt(med['python'])})"),
+        Row("  Slurm: our step, duration as recorded", med["step"], None, None,
+            f"poll_interval={SLURM_POLL_INTERVAL:g}; median of {n} (mean {_fmt(mean['step'])}, "
+            f"min {_fmt(min(slurm['step']))})"),
+        Row("  Slurm: pipeline wall, minus in process", med["remote"] - med["inproc"], None, None,
+            f"medians: {_fmt(med['remote'])} on Slurm − {_fmt(med['inproc'])} in process "
+            f"(means: {_fmt(mean['remote'] - mean['inproc'])})"),
+    ]
+
+
 # -- output ---------------------------------------------------------------------------------------
 
-def _fmt(value: float | None) -> str:
+def _fmt(value: float | None, unit: str = "s") -> str:
     if value is None:
         return "-"
+    if unit == "x":
+        return f"{value:.2f}×"
     return f"{value * 1000:.1f} ms" if value < 1 else f"{value:.2f} s"
+
+
+def _fmt_target(r: Row) -> str:
+    return "≤ " + _fmt(r.target, r.unit) if r.target else "-"
 
 
 def print_report(rows: list[Row], title: str, sections: dict[str, list[tuple[str, float]]]) -> None:
@@ -178,8 +363,8 @@ def print_report(rows: list[Row], title: str, sections: dict[str, list[tuple[str
         print(title)
         print(f"{'metric':<46} {'measured':>10} {'target':>11} {'ZenML 0.98':>10}  verdict  note")
         for r in rows:
-            target = "≤ " + _fmt(r.target) if r.target else "-"
-            print(f"{r.metric:<46} {_fmt(r.measured):>10} {target:>11} {_fmt(r.reference):>10}  {r.verdict:<7}  {r.note}")
+            print(f"{r.metric:<46} {_fmt(r.measured, r.unit):>10} {_fmt_target(r):>11} {_fmt(r.reference):>10}  "
+                  f"{r.verdict:<7}  {r.note}")
     else:
         console = Console(width=None if sys.stdout.isatty() else 150)
         table = Table(title=title)
@@ -188,7 +373,7 @@ def print_report(rows: list[Row], title: str, sections: dict[str, list[tuple[str
             table.add_column(col, justify=just)  # type: ignore[arg-type]
         style = {"PASS": "green", "MISS": "bold red", "info": "dim"}
         for r in rows:
-            table.add_row(r.metric, _fmt(r.measured), "≤ " + _fmt(r.target) if r.target else "-",
+            table.add_row(r.metric, _fmt(r.measured, r.unit), _fmt_target(r),
                           _fmt(r.reference), f"[{style[r.verdict]}]{r.verdict}[/]", r.note)
         console.print(table)
     for heading, items in sections.items():
@@ -205,8 +390,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--local-steps", type=int, default=20,
                         help="length of the chain on the `local` step operator (default 20)")
     parser.add_argument("--quick", action="store_true", help="fewer repetitions, for a smoke test")
+    parser.add_argument("--no-slurm", action="store_true", help="skip the Slurm section even where Slurm is installed")
     args = parser.parse_args(argv)
-    import_runs, repeat, local_repeat, whole_runs = (3, 1, 1, 2) if args.quick else (7, 3, 2, 5)
+    import_runs, repeat, local_repeat, whole_runs, slurm_runs = (3, 1, 1, 2, 2) if args.quick else (7, 3, 2, 5, 9)
     started = time.perf_counter()
     load_before = os.getloadavg()[0]
 
@@ -230,6 +416,17 @@ def main(argv: list[str] | None = None) -> int:
             "-X importtime `python bench/one_step.py` (store exists), self time summed per top-level package:":
                 import_by_package(HERE / "one_step.py", 10),
         }
+        slurm: dict[str, Any] | None = None
+        slurm_skipped = "skipped (--no-slurm)" if args.no_slurm else slurm_unavailable()
+        if slurm_skipped is None:
+            try:
+                slurm = measure_slurm(slurm_runs, say)
+            except Exception as err:  # noqa: BLE001 - report it; the other sections' results still stand
+                slurm_failed = f"{type(err).__name__}: {err}"
+                say(f"Slurm section failed: {slurm_failed}")
+                slurm_skipped = "failed: " + slurm_failed.splitlines()[0][:100]
+        else:
+            say(f"Slurm section skipped: {slurm_skipped}")
     finally:
         shutil.rmtree(_PYCACHE, ignore_errors=True)
     say("done")
@@ -249,6 +446,7 @@ def main(argv: list[str] | None = None) -> int:
         Row("1-step pipeline, whole process", statistics.median(warm), 0.5, None,
             f"`python bench/one_step.py`, median of {whole_runs} (min {_fmt(min(warm))}), store exists"),
         Row("1-step pipeline, whole process, first run", first, None, None, "creates .conveyor/ and the schema"),
+        *slurm_rows(slurm, slurm_skipped),
     ]
     load = load_before  # the benchmark's own processes would count in a later reading
     title = (f"Conveyor benchmark — Python {platform.python_version()}, {os.cpu_count()} CPUs, "
@@ -262,11 +460,11 @@ def main(argv: list[str] | None = None) -> int:
             "python": platform.python_version(), "platform": platform.platform(), "cpus": os.cpu_count(),
             "rows": [{**asdict(r), "verdict": r.verdict} for r in rows],
             "raw": {"import": imp, "inprocess": inproc, "local": local, "whole_process": {"warm": warm, "first": first},
-                    "load_average": load,
+                    "slurm": slurm if slurm is not None else {"skipped": slurm_skipped}, "load_average": load,
                     "importtime": sections},
         }
         Path(args.json).write_text(json.dumps(payload, indent=2) + "\n")
-    return 0
+    return 1 if slurm_skipped and slurm_skipped.startswith("failed") else 0
 
 
 if __name__ == "__main__":

@@ -1,9 +1,12 @@
 """Benchmark workloads, run in a fresh process by `bench/run.py` (or by hand, for profiling).
 
     python bench/workloads.py linear --sizes 1 50 [--operator local] [--repeat 3] [--profile out.pstats]
+    python bench/workloads.py remote1 --operator hpc [--repeat 5]
 
-Prints one JSON object: {"times": {size: [seconds, ...]}}. Steps are defined at module level so that
-the `local` step operator's subprocess can import them from this file's directory.
+`linear` prints one JSON object: {"times": {size: [seconds, ...]}, "median": {size: seconds}}. `remote1` runs the
+1-step chain on a step operator and in process, alternately, and prints {"remote": [wall s], "inproc": [wall s],
+"step": [the step's recorded duration, s], "submission": the last run's step submission}. Steps are defined at
+module level so that a step operator's remote side can import them from this file's directory.
 """
 
 from __future__ import annotations
@@ -57,6 +60,33 @@ def time_linear(sizes: list[int], operator: str | None, repeat: int, warmup: boo
     return times
 
 
+def time_remote_one_step(operator: str, repeat: int) -> dict[str, Any]:
+    """The 1-step chain on `operator` and in process, alternately, `repeat` times each after one warm-up run of each.
+
+    Besides the wall time of each pipeline call, records the step's duration as the store has it (start to finish
+    of the step run, which is what a user sees), and the last submission (for its job folder).
+    """
+    from conveyor import Client
+
+    remote, inproc = linear_pipeline(1, operator), linear_pipeline(1, None)
+    remote()
+    inproc()
+    out: dict[str, Any] = {"remote": [], "inproc": [], "step": [], "submission": None}
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        run = remote()
+        out["remote"].append(time.perf_counter() - t0)
+        assert run.status == "completed", run.status
+        step_run = Client().get_pipeline_run(run.id).steps["start"]
+        out["step"].append(step_run.duration.total_seconds())
+        out["submission"] = step_run.submission
+        t0 = time.perf_counter()
+        run = inproc()
+        out["inproc"].append(time.perf_counter() - t0)
+        assert run.status == "completed", run.status
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     # Imported here, not at module level: the `local` step operator's subprocess imports this module too.
     import argparse
@@ -64,12 +94,18 @@ def main(argv: list[str] | None = None) -> int:
     import statistics
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("workload", choices=["linear"])
+    parser.add_argument("workload", choices=["linear", "remote1"])
     parser.add_argument("--sizes", type=int, nargs="+", default=[1, 50])
     parser.add_argument("--operator", default=None, help="step operator for every step (default: in-process)")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--profile", metavar="PATH", help="write cProfile stats of the timed runs to PATH")
     args = parser.parse_args(argv)
+    if args.workload == "remote1":
+        if not args.operator:
+            parser.error("remote1 needs --operator")
+        json.dump(time_remote_one_step(args.operator, args.repeat), sys.stdout)
+        print()
+        return 0
     if args.profile:
         import cProfile
 

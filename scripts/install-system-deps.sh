@@ -11,9 +11,10 @@ set -euo pipefail
 # Debian packages needed by the test suite, one per line.
 PACKAGES=(
     postgresql # server (initdb, pg_ctl, postgres) + client; tests/fixtures/postgres.py
-    # slurm-wlm
-    # munge
-    # openssh-server
+    slurm-wlm      # slurmctld, slurmd, sbatch/squeue/scontrol/scancel; tests/fixtures/slurm.py
+    munge          # Slurm's authentication daemon (munged); tests/fixtures/slurm.py
+    openssh-server # sshd for the SSH step operator tests; tests/fixtures/sshd.py
+    python3-venv   # the remote Python of the SSH tests (Debian's interpreter); tests/fixtures/sshd.py
     # openjdk-17-jre-headless
 )
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-pytest_plugins = ["fixtures.postgres"]
+pytest_plugins = ["fixtures.postgres", "fixtures.sshd", "fixtures.slurm"]
 
 TESTS_DIR = Path(__file__).parent
 os.environ.setdefault("CONVEYOR_QUIET", "")
@@ -46,29 +46,8 @@ def conveyor_cli(project: Path):
     return run
 
 
-def add_step_operator(name: str, flavor: str, stack: str = "default", **config: object) -> None:
-    """Register a step operator and add it to a stack, through the same store calls the CLI makes."""
-    from conveyor.config.base import validate_strict
-    from conveyor.context import get_context
-
-    ctx = get_context()
-    ctx.ensure_defaults()
-    cfg = validate_strict(ctx.registry.get("step_operator", flavor).config_class, dict(config), name)
-    cid = ctx.store.create_component("step_operator", name, flavor, cfg.model_dump(exclude_unset=True, mode="json"))
-    record = ctx.store.get_stack(stack)
-    ctx.store.set_stack_components(stack, [c["id"] for c in record["components"]] + [cid])
-
-
 @pytest.fixture
 def step_operator():
+    from testkit import add_step_operator
+
     return add_step_operator
-
-
-def assert_nothing_left(step_run) -> None:
-    """Neither the process the receipt names nor anything carrying the step run's id is still running."""
-    from conveyor.utils.procs import alive, pids_with_marker
-
-    assert pids_with_marker(f"--step_run_id {step_run.id}") == []
-    pid = ((step_run.submission or {}).get("data") or {}).get("pid")
-    if pid is not None:
-        assert not alive(int(pid)), f"step process {pid} of {step_run.name} is still running"

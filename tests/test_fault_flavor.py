@@ -7,7 +7,7 @@ from steps_lib import make_numbers
 
 from conveyor import Client, pipeline, step
 from conveyor.exceptions import RunFailedError
-from conftest import assert_nothing_left
+from testkit import assert_nothing_left
 
 
 @step

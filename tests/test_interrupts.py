@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from conveyor import Client
-from conftest import assert_nothing_left
+from testkit import assert_nothing_left
 
 from conveyor.utils.procs import alive
 

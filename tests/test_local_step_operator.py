@@ -12,7 +12,7 @@ from steps_lib import affinity, double, explode, hog_memory, make_numbers, remot
 from conveyor import Client, pipeline, step
 from conveyor.config import ResourceSettings
 from conveyor.exceptions import ResourceUnavailableError, RunFailedError
-from conftest import assert_nothing_left
+from testkit import assert_nothing_left
 
 
 @pipeline

@@ -37,10 +37,26 @@ class Backend:
     setup: Callable[[], None] | None = None
 
 
+def slurm_backend(request: Any) -> Backend:
+    cluster = request.getfixturevalue("slurm_cluster")
+
+    def leftovers(step_run: StepRunView) -> list[str]:
+        job_id = ((step_run.submission or {}).get("data") or {}).get("job_id")
+        left = [f"Slurm job {j}" for j in cluster.jobs() if j == job_id]
+        return left + [f"pid {p} (carries the step run id)" for p in pids_with_marker(f"--step_run_id {step_run.id}")]
+
+    def check_cpus(seen: dict[str, Any]) -> None:
+        assert seen["slurm_cpus"] == "1", seen  # task/none: Slurm allocates the CPU and says so, without pinning
+
+    return Backend("slurm", "conform_slurm", {"partition": cluster.partition, "poll_interval": 0.5}, leftovers, check_cpus,
+                   never_starts=({}, {"step_operator.slurm": {"partition": cluster.tiny_partition, "time_limit": "10"}}))
+
+
 #: what each backend can show; a test that needs a capability runs only where it exists
 CAPABILITIES: dict[str, set[str]] = {
     "local": set(),
     "fault": {"never_starts"},
+    "slurm": {"never_starts"},
 }
 
 BACKENDS: dict[str, Callable[[Any], Backend]] = {
@@ -48,4 +64,5 @@ BACKENDS: dict[str, Callable[[Any], Backend]] = {
     "fault": lambda request: Backend(
         "fault", "conform_fault", {"fault": "none"}, local_leftovers, check_local_cpus,
         never_starts=({"pending_timeout": "1s"}, {"step_operator.fault": {"fault": "stuck_pending"}})),
+    "slurm": slurm_backend,
 }

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import pytest
 from backends import BACKENDS, CAPABILITIES, Backend
-
-from conveyor.config.base import validate_strict
-from conveyor.context import get_context
+from testkit import add_step_operator
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -25,18 +23,5 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 def backend(flavor: str, request: pytest.FixtureRequest, project) -> Backend:
     """The flavor's backend (a real engine is started once per session) with an operator registered in the stack."""
     b = BACKENDS[flavor](request)
-    register(b.operator, b.flavor, b.config)
+    add_step_operator(b.operator, b.flavor, **b.config)
     return b
-
-
-def register(name: str, flavor: str, config: dict) -> None:
-    ctx = get_context()
-    ctx.ensure_defaults()
-    cfg = validate_strict(ctx.registry.get("step_operator", flavor).config_class, dict(config), name)
-    data = cfg.model_dump(exclude_unset=True, mode="json")
-    if ctx.store.get_component("step_operator", name):
-        ctx.store.update_component("step_operator", name, data)
-        return
-    cid = ctx.store.create_component("step_operator", name, flavor, data)
-    record = ctx.store.get_stack("default")
-    ctx.store.set_stack_components("default", [c["id"] for c in record["components"]] + [cid])

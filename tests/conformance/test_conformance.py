@@ -198,10 +198,10 @@ def test_an_impossible_request_is_refused_before_submission(backend: Backend) ->
 
 @pytest.mark.needs("never_starts")
 def test_a_job_that_can_never_start_fails_clearly(backend: Backend) -> None:
-    from conftest import register
+    from testkit import add_step_operator
 
     config, settings = backend.never_starts
-    register(backend.operator, backend.flavor, {**backend.config, **config})
+    add_step_operator(backend.operator, backend.flavor, **{**backend.config, **config})
 
     @pipeline(enable_cache=False)
     def p():
