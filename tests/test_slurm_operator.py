@@ -149,3 +149,23 @@ def test_every_final_slurm_state_maps_to_a_clear_status(state, reason, code, exp
         assert "killed for memory: raise ResourceSettings(memory=...)" in report.message
     if kind == "timeout":
         assert "00:01:00" in report.message
+
+
+@step
+def where_is_my_code() -> str:
+    import steps_lib
+
+    return steps_lib.__file__
+
+
+def test_ship_code_runs_the_job_from_the_code_archive(slurm_cluster, step_operator, monkeypatch, tmp_path) -> None:
+    step_operator("hpc_archive", "slurm", partition=slurm_cluster.partition, poll_interval=0.5, ship_code=True)
+    cache = tmp_path / "node-cache"
+    monkeypatch.setenv("CONVEYOR_CODE_CACHE", str(cache))  # sbatch exports our environment to the job
+
+    @pipeline(enable_cache=False)
+    def p():
+        where_is_my_code.with_options(step_operator="hpc_archive")()
+
+    run = p()
+    assert run.steps["where_is_my_code"].outputs["output"].load().startswith(str(cache))

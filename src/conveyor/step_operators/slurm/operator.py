@@ -42,6 +42,10 @@ class SlurmStepOperator(BaseStepOperator):
     def config(self) -> SlurmStepOperatorConfig:
         return self._config  # type: ignore[return-value]
 
+    @property
+    def needs_code_archive(self) -> bool:  # type: ignore[override]
+        return self.config.ship_code
+
     @staticmethod
     def _settings(info: StepRunInfo) -> SlurmStepOperatorSettings | None:
         return info.config.operator_settings  # type: ignore[return-value]
