@@ -109,6 +109,16 @@ def get_ctx() -> "Context":
     return ctx
 
 
+def component_record(ctx: "Context", kind: Kind, name: str) -> dict[str, Any]:
+    """The stored component, or a clear error listing the registered ones and how to register this one."""
+    record = ctx.store.get_component(kind.value, name)
+    if record is None:
+        known = ", ".join(c["name"] for c in ctx.store.list_components(kind.value)) or "(none)"
+        fail(f"no {kind.label} named {name!r}. Registered {kind.label}s: {known} (see `conveyor {kind.cli} list`); "
+             f"register one with `conveyor {kind.cli} register {name} --flavor=FLAVOR`")
+    return record
+
+
 def stacks_using(ctx: "Context", component_id: str) -> list[str]:
     out = []
     for name in ctx.store.list_stacks():

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from conveyor.cli._common import (
+    component_record,
     KINDS,
     STEP_OPERATOR,
     Kind,
@@ -33,15 +34,6 @@ _EXAMPLES = {
 }
 
 _EXTRA_ARGS = {"ignore_unknown_options": True, "allow_extra_args": True}
-
-
-def _record(ctx: "Context", kind: Kind, name: str) -> dict[str, Any]:
-    record = ctx.store.get_component(kind.value, name)
-    if record is None:
-        known = ", ".join(c["name"] for c in ctx.store.list_components(kind.value)) or "(none)"
-        fail(f"no {kind.label} named {name!r}. Registered {kind.label}s: {known} (see `conveyor {kind.cli} list`); "
-             f"register one with `conveyor {kind.cli} register {name} --flavor=FLAVOR`")
-    return record
 
 
 def _name_and_fields(kind: Kind, args: tuple[str, ...]) -> tuple[str, dict[str, Any]]:
@@ -126,7 +118,7 @@ def make_group(kind: Kind) -> click.Group:
     @click.argument("name")
     def describe(name: str) -> None:
         ctx = get_ctx()
-        r = _record(ctx, kind, name)
+        r = component_record(ctx, kind, name)
         flavor = ctx.registry.get(kind.value, r["flavor"])
         origin = ctx.registry.sources(_ctype(kind)).get(r["flavor"], ("", "?"))[1]
         say(f"{kind.label.capitalize()} {name!r}", style="bold")
@@ -154,7 +146,7 @@ def make_group(kind: Kind) -> click.Group:
         if not fields:
             fail(f"nothing to change: give config fields, e.g. `conveyor {kind.cli} update {name} --field=value`")
         ctx = get_ctx()
-        r = _record(ctx, kind, name)
+        r = component_record(ctx, kind, name)
         flavor = ctx.registry.get(kind.value, r["flavor"])
         merged = {**(r["config"] or {}), **fields}
         model = validate_config(flavor.config_class, merged, f"{kind.label} {name!r} (flavor {r['flavor']!r})")
@@ -170,7 +162,7 @@ def make_group(kind: Kind) -> click.Group:
     @click.argument("name")
     def delete(name: str) -> None:
         ctx = get_ctx()
-        r = _record(ctx, kind, name)
+        r = component_record(ctx, kind, name)
         used = stacks_using(ctx, r["id"])
         if used:
             how = (f"`conveyor stack update {used[0]} --remove-step-operator {name}`" if kind is STEP_OPERATOR

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from conveyor.cli._common import (
+    component_record,
     ARTIFACT_STORE,
     ORCHESTRATOR,
     STEP_OPERATOR,
@@ -22,15 +23,6 @@ from conveyor.cli._common import (
 
 if TYPE_CHECKING:
     from conveyor.context import Context
-
-
-def _component(ctx: "Context", kind: Kind, name: str) -> dict[str, Any]:
-    record = ctx.store.get_component(kind.value, name)
-    if record is None:
-        known = ", ".join(c["name"] for c in ctx.store.list_components(kind.value)) or "(none)"
-        fail(f"no {kind.label} named {name!r}. Registered {kind.label}s: {known}. "
-             f"Register one with `conveyor {kind.cli} register {name} --flavor=FLAVOR`.")
-    return record
 
 
 def _stack(ctx: "Context", name: str) -> dict[str, Any]:
@@ -97,8 +89,8 @@ def register(name: str, orchestrator: str, artifact_store: str, step_operators: 
     dupes = sorted({s for s in step_operators if step_operators.count(s) > 1})
     if dupes:
         fail(f"step operator {dupes[0]!r} given twice: give each -s once")
-    ids = [_component(ctx, ORCHESTRATOR, orchestrator)["id"], _component(ctx, ARTIFACT_STORE, artifact_store)["id"]]
-    ids += [_component(ctx, STEP_OPERATOR, s)["id"] for s in step_operators]
+    ids = [component_record(ctx, ORCHESTRATOR, orchestrator)["id"], component_record(ctx, ARTIFACT_STORE, artifact_store)["id"]]
+    ids += [component_record(ctx, STEP_OPERATOR, s)["id"] for s in step_operators]
     ctx.store.create_stack(name, ids)
     say(f"Registered stack {name!r}: orchestrator {orchestrator!r}, artifact store {artifact_store!r}, "
         f"step operators {', '.join(repr(s) for s in step_operators) or '(none)'}.", style="green")
@@ -139,10 +131,10 @@ def update(name: str, add: tuple[str, ...], remove: tuple[str, ...], default: st
     op_ids = {c["name"]: c["id"] for c in ops}
     changes: list[str] = []
     if orchestrator:
-        orch_ids = [_component(ctx, ORCHESTRATOR, orchestrator)["id"]]
+        orch_ids = [component_record(ctx, ORCHESTRATOR, orchestrator)["id"]]
         changes.append(f"orchestrator -> {orchestrator!r}")
     if artifact_store:
-        store_ids = [_component(ctx, ARTIFACT_STORE, artifact_store)["id"]]
+        store_ids = [component_record(ctx, ARTIFACT_STORE, artifact_store)["id"]]
         changes.append(f"artifact store -> {artifact_store!r}")
     for r in remove:
         if r not in op_names:
@@ -153,7 +145,7 @@ def update(name: str, add: tuple[str, ...], remove: tuple[str, ...], default: st
         if a in op_names:
             note(f"step operator {a!r} is already in stack {name!r}")
             continue
-        op_ids[a] = _component(ctx, STEP_OPERATOR, a)["id"]
+        op_ids[a] = component_record(ctx, STEP_OPERATOR, a)["id"]
         op_names.append(a)
         changes.append(f"added step operator {a!r}")
     if default:
