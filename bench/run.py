@@ -21,6 +21,7 @@ import argparse
 import json
 import os
 import platform
+import random
 import re
 import shlex
 import shutil
@@ -176,6 +177,11 @@ SLURM_BINARIES = ("sbatch", "squeue", "scontrol", "scancel", "sinfo", "slurmctld
 SLURM_OPERATOR = "hpc"
 SLURM_POLL_INTERVAL = 0.5  # the operator's poll_interval, and the cap of the bare poll's backoff
 SLURM_TARGET = 1.3  # issue 4: our step ≤ 1.3 × (bare sbatch + poll + the entrypoint's own cost)
+#: How long a submitted job pends depends on where in a ~1 s cycle of slurmctld it arrives (measured on the test
+#: cluster: back-to-back jobs pend ~960 ms, jobs submitted 0.3 s after the previous one ended ~640 ms). Each
+#: sample therefore first sleeps one of `runs` gaps spread evenly over this period, bare and ours alike, so that
+#: both average over the cycle instead of locking to whatever phase their own loop happens to have.
+SLURM_PHASE_PERIOD = 1.0
 
 
 def slurm_unavailable() -> str | None:
@@ -258,6 +264,13 @@ def _entrypoint_once(command: list[str], cwd: str, env: dict[str, str], job_dir:
     return elapsed
 
 
+def _phase_gaps(runs: int, seed: int) -> list[float]:
+    """`runs` sleeps spread evenly over SLURM_PHASE_PERIOD, in a shuffled (seeded) order."""
+    gaps = [(i + 0.5) * SLURM_PHASE_PERIOD / runs for i in range(runs)]
+    random.Random(seed).shuffle(gaps)
+    return gaps
+
+
 def measure_slurm(runs: int, say: Any) -> dict[str, Any]:
     """Bare sbatch + poll, the entrypoint's own cost, and one step on the `slurm` step operator; medians of `runs`."""
     import atexit
@@ -282,16 +295,25 @@ def measure_slurm(runs: int, say: Any) -> dict[str, Any]:
         # Half the bare runs before ours and half after, so that a drift of the machine's load hits both alike.
         active = set(QUEUED) | set(RUNNING)
         before = (runs + 1) // 2
+        bare_gaps = _phase_gaps(runs, seed=1)
+
+        def bare_runs(gaps: list[float]) -> list[float]:
+            samples = []
+            for gap in gaps:
+                time.sleep(gap)
+                samples.append(_bare_sbatch_poll(cluster, env, script, active))
+            return samples
+
         say(f"Slurm: bare sbatch + poll ({before} of {runs} runs, after a warm-up job)")
         _bare_sbatch_poll(cluster, env, script, active)  # the first job after start-up waits for the scheduler
-        bare = [_bare_sbatch_poll(cluster, env, script, active) for _ in range(before)]
+        bare = bare_runs(bare_gaps[:before])
 
         say(f"Slurm: 1-step pipeline on the `slurm` step operator and in process ({runs} runs of each)")
         proc = _run([PYTHON, str(HERE / "workloads.py"), "remote1", "--operator", SLURM_OPERATOR,
-                     "--repeat", str(runs)], env)
+                     "--repeat", str(runs), "--gaps", *(f"{g:.4f}" for g in _phase_gaps(runs, seed=2))], env)
         ours = json.loads(proc.stdout.strip().splitlines()[-1])
         say(f"Slurm: bare sbatch + poll ({runs - before} of {runs} runs)")
-        bare += [_bare_sbatch_poll(cluster, env, script, active) for _ in range(runs - before)]
+        bare += bare_runs(bare_gaps[before:])
 
         say(f"Slurm: the step entrypoint run directly ({runs} runs)")
         job_dir = Path(ours["submission"]["data"]["job_dir"])

@@ -1,11 +1,12 @@
 """Benchmark workloads, run in a fresh process by `bench/run.py` (or by hand, for profiling).
 
     python bench/workloads.py linear --sizes 1 50 [--operator local] [--repeat 3] [--profile out.pstats]
-    python bench/workloads.py remote1 --operator hpc [--repeat 5]
+    python bench/workloads.py remote1 --operator hpc [--repeat 5] [--gaps 0.1 0.7 ...]
 
 `linear` prints one JSON object: {"times": {size: [seconds, ...]}, "median": {size: seconds}}. `remote1` runs the
-1-step chain on a step operator and in process, alternately, and prints {"remote": [wall s], "inproc": [wall s],
-"step": [the step's recorded duration, s], "submission": the last run's step submission}. Steps are defined at
+1-step chain on a step operator and in process, alternately (sleeping the next of --gaps, if given, before each
+step operator run), and prints {"remote": [wall s], "inproc": [wall s], "step": [the step's recorded duration, s],
+"submission": the last run's step submission}. Steps are defined at
 module level so that a step operator's remote side can import them from this file's directory.
 """
 
@@ -60,11 +61,12 @@ def time_linear(sizes: list[int], operator: str | None, repeat: int, warmup: boo
     return times
 
 
-def time_remote_one_step(operator: str, repeat: int) -> dict[str, Any]:
+def time_remote_one_step(operator: str, repeat: int, gaps: list[float] | None = None) -> dict[str, Any]:
     """The 1-step chain on `operator` and in process, alternately, `repeat` times each after one warm-up run of each.
 
     Besides the wall time of each pipeline call, records the step's duration as the store has it (start to finish
-    of the step run, which is what a user sees), and the last submission (for its job folder).
+    of the step run, which is what a user sees), and the last submission (for its job folder). `gaps`: seconds to
+    sleep before each run on `operator` (cycled), to spread the submissions over a backend's scheduling period.
     """
     from conveyor import Client
 
@@ -72,7 +74,9 @@ def time_remote_one_step(operator: str, repeat: int) -> dict[str, Any]:
     remote()
     inproc()
     out: dict[str, Any] = {"remote": [], "inproc": [], "step": [], "submission": None}
-    for _ in range(repeat):
+    for i in range(repeat):
+        if gaps:
+            time.sleep(gaps[i % len(gaps)])
         t0 = time.perf_counter()
         run = remote()
         out["remote"].append(time.perf_counter() - t0)
@@ -98,12 +102,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", type=int, nargs="+", default=[1, 50])
     parser.add_argument("--operator", default=None, help="step operator for every step (default: in-process)")
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--gaps", type=float, nargs="*", default=None,
+                        help="remote1: seconds to sleep before each step operator run (cycled)")
     parser.add_argument("--profile", metavar="PATH", help="write cProfile stats of the timed runs to PATH")
     args = parser.parse_args(argv)
     if args.workload == "remote1":
         if not args.operator:
             parser.error("remote1 needs --operator")
-        json.dump(time_remote_one_step(args.operator, args.repeat), sys.stdout)
+        json.dump(time_remote_one_step(args.operator, args.repeat, args.gaps), sys.stdout)
         print()
         return 0
     if args.profile:

@@ -72,6 +72,13 @@ def write_script(slurm: SlurmCluster, name: str, body: str) -> Path:
     return path
 
 
+def comm(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return "<gone>"
+
+
 def pid_alive(pid: int) -> bool:
     try:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1][0] != "Z"
@@ -242,6 +249,7 @@ os._exit(0)  # like a SIGKILLed pytest or pytest-timeout's thread method: no tea
 def test_stale_cluster_of_a_dead_session_is_reaped(slurm_cluster: SlurmCluster) -> None:
     root = tempfile.mkdtemp(prefix="conveyor-slurm-reap-", dir="/tmp")
     os.chmod(root, 0o755)
+    stale: SlurmCluster | None = None
     try:
         code = ORPHAN.format(tests=str(Path(__file__).parent))
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
@@ -249,14 +257,16 @@ def test_stale_cluster_of_a_dead_session_is_reaped(slurm_cluster: SlurmCluster) 
         assert out.returncode == 0, out.stderr
         stale = SlurmCluster(run_dir=Path(out.stdout.strip()), nodename="", cpus=0, memory_mb=0)
         pids = stale._leftover_pids()
-        names = {Path(f"/proc/{pid}/comm").read_text().strip() for pid in pids}
-        assert {"munged", "slurmctld", "slurmd", "slurmstepd", "sleep"} <= names
+        names = {comm(pid) for pid in pids}
+        assert {"munged", "slurmctld", "slurmd", "slurmstepd", "sleep"} <= names, names
         reap_stale_clusters(root)
         assert not stale.run_dir.exists()
         assert not any(Path(f"/proc/{pid}").exists() for pid in pids)
         assert slurm_cluster.jobs() == []  # the session's own cluster is untouched
         assert slurm_cluster.node_state() == "idle"
     finally:
+        if stale is not None:
+            stale.stop()  # only does something if the test failed before reaping
         shutil.rmtree(root, ignore_errors=True)
 
 

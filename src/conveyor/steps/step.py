@@ -29,6 +29,17 @@ def _retry(retry: "StepRetryConfig | Mapping[str, Any] | None", where: str) -> "
     return validate_strict(StepRetryConfig, retry, f"{where} retry")  # type: ignore[return-value]
 
 
+def _timeout(value: str | float | None, where: str) -> float | None:
+    if value is None:
+        return None
+    try:
+        return parse_duration(value)
+    except ValueError as err:
+        from conveyor.exceptions import ConfigError
+
+        raise ConfigError(f"{where} timeout: {err}") from None
+
+
 class Step:
     """A step definition. Calling it inside a `@pipeline` records an invocation and returns output handles."""
 
@@ -54,12 +65,7 @@ class Step:
         self.settings = normalize(settings, where)
         self.enable_cache = enable_cache
         self.retry = _retry(retry, where)
-        try:
-            self.timeout = None if timeout is None else parse_duration(timeout)
-        except ValueError as err:
-            from conveyor.exceptions import ConfigError
-
-            raise ConfigError(f"{where} timeout: {err}") from None
+        self.timeout = _timeout(timeout, where)
         self.signature = inspect.signature(func)
         self.outputs: tuple[OutputSpec, ...] = output_specs(func)
         self.input_types = input_types(func)
@@ -97,7 +103,7 @@ class Step:
         if retry is not _UNSET:
             new.retry = _retry(retry, where)
         if timeout is not _UNSET:
-            new.timeout = None if timeout is None else parse_duration(timeout)
+            new.timeout = _timeout(timeout, where)
         return new
 
     def __repr__(self) -> str:
