@@ -6,8 +6,8 @@
 `linear` prints one JSON object: {"times": {size: [seconds, ...]}, "median": {size: seconds}}. `remote1` runs the
 1-step chain on a step operator and in process, alternately (sleeping the next of --gaps, if given, before each
 step operator run), and prints {"remote": [wall s], "inproc": [wall s], "step": [the step's recorded duration, s],
-"submission": the last run's step submission}. Steps are defined at
-module level so that a step operator's remote side can import them from this file's directory.
+"submission": the last run's step submission}. Steps are defined at module level so that a step operator's
+remote side can import them from this file's directory.
 """
 
 from __future__ import annotations

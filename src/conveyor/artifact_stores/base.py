@@ -15,6 +15,15 @@ class BaseArtifactStoreConfig(StackComponentConfig):
     path: str
 
     def storage_options(self) -> dict[str, Any]:
+        """fsspec options for this process, credentials included."""
+        return {}
+
+    def remote_options(self) -> dict[str, Any]:
+        """fsspec options the remote side reads from the job spec: never credentials."""
+        return self.storage_options()
+
+    def remote_environment(self) -> dict[str, str]:
+        """Environment variables (credentials) the remote side needs to reach the store."""
         return {}
 
 

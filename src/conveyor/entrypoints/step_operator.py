@@ -50,10 +50,13 @@ def run_job(job_uri: str) -> int:
     from conveyor.execution.jobspec import RESULT_VERSION, parse_job_spec
 
     started = time.time()
-    bootstrap = ArtifactStore(job_uri.rsplit("/", 1)[0])
+    import json
+
+    options = json.loads(os.environ.get("CONVEYOR_STORAGE_OPTIONS") or "{}")
+    bootstrap = ArtifactStore(job_uri.rsplit("/", 1)[0], options or None)
     spec = parse_job_spec(bootstrap.read_text(job_uri), job_uri)
     store_cfg = spec["artifact_store"]
-    store = ArtifactStore(store_cfg["root"], store_cfg.get("storage_options") or None)
+    store = ArtifactStore(store_cfg["root"], {**(store_cfg.get("storage_options") or {}), **options} or None)
     log_file = None
     if spec.get("log_uri") and store.local_path(spec["log_uri"]):
         path = store.local_path(spec["log_uri"])
@@ -87,7 +90,6 @@ def run_job(job_uri: str) -> int:
         traceback.print_exc()
     result["timings"] = {"start": started, "end": time.time(), "duration": time.time() - started}
     result["peak_memory_bytes"] = _peak_memory()
-    import json
 
     store.write_text(spec["result_uri"], json.dumps(result, default=str))
     sys.stdout.flush()

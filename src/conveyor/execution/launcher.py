@@ -15,6 +15,7 @@ from conveyor.execution.jobspec import JOB_SPEC_VERSION, JobSpecError, parse_res
 from conveyor.store.store import new_id, now
 
 if TYPE_CHECKING:
+    from conveyor.artifact_stores.base import BaseArtifactStore
     from conveyor.artifacts.store import ArtifactStore
     from conveyor.execution.display import Display
     from conveyor.pipelines.compiler import Snapshot
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
 
 MEMORY_ADVICE = "killed for memory: raise ResourceSettings(memory=...)"
 POLL_START, POLL_MAX = 0.05, 2.0
+STORAGE_OPTIONS_ENV = "CONVEYOR_STORAGE_OPTIONS"
 #: failures StepRetryConfig retries: the step's own doing. Preemption and lost jobs have their own budget;
 #: a refused submission, an impossible request or a stop are never retried.
 USER_RETRYABLE = frozenset({"user", "memory", "crash", "timeout"})
@@ -90,14 +92,21 @@ def build_step_info(stack: "Stack", snapshot: "Snapshot", name: str, operator: "
         job_uri=f"{attempt_uri}/job.json", attempt_uri=attempt_uri)
 
 
-def entrypoint_request(info: "StepRunInfo") -> tuple[list[str], dict[str, str]]:
-    """The command and environment every step operator is handed for one attempt."""
+def entrypoint_request(info: "StepRunInfo", store: "BaseArtifactStore") -> tuple[list[str], dict[str, str]]:
+    """The command and environment every step operator is handed for one attempt.
+
+    The environment carries the artifact store's credentials (never the job spec or argv), for each backend to
+    deliver through its secret mechanism, and the store's non-secret fsspec options for opening the job spec.
+    """
     from conveyor.step_operators.entrypoint import StepOperatorEntrypointConfiguration as EP
 
     command = EP.get_entrypoint_command() + EP.get_entrypoint_arguments(
         job=info.job_uri, step_name=info.pipeline_step_name, step_run_id=info.step_run_id)
     environment = {"CONVEYOR_RUN_ID": info.run_id, "CONVEYOR_STEP_RUN_ID": info.step_run_id,
-                   "CONVEYOR_STEP_NAME": info.pipeline_step_name}
+                   "CONVEYOR_STEP_NAME": info.pipeline_step_name, **store.config.remote_environment()}
+    options = store.config.remote_options()
+    if options:
+        environment[STORAGE_OPTIONS_ENV] = json.dumps(options, sort_keys=True)
     return command, environment
 
 
@@ -266,7 +275,8 @@ class StepLauncher:
                        for arg, a in inputs.items()},
             "outputs": outputs, "settings": thaw(self.spec["settings"]),
             "resources": info.config.resource_settings.model_dump(exclude_none=True),
-            "artifact_store": {"root": self.s.artifacts.root},
+            "artifact_store": {"root": self.s.artifacts.root,
+                               "storage_options": self.s.stack.artifact_store.config.remote_options()},
             "result_uri": f"{info.attempt_uri}/result.json", "log_uri": log_uri,
         }
 
@@ -282,7 +292,7 @@ class StepLauncher:
 
             spec["source"]["code_archive"] = upload(self.s.artifacts, spec["source"]["code_root"])
         self.s.artifacts.write_text(info.job_uri, json.dumps(spec))
-        command, environment = entrypoint_request(info)
+        command, environment = entrypoint_request(info, self.s.stack.artifact_store)
         try:
             operator.check_resources(info)
         except ResourceUnavailableError as err:
@@ -307,7 +317,7 @@ class StepLauncher:
         log_thread = None
         close = None
         if operator.streams_logs:
-            if getattr(operator, "stores_logs", False):
+            if getattr(operator, "stores_logs", False) and self.s.artifacts.is_local:
                 sink = lambda text: [self.s.display.log(self.name, ln) for ln in text.splitlines()]  # noqa: E731
             else:
                 sink, close = self._log_sink(log_uri)

@@ -73,7 +73,7 @@ def dry_run(snapshot: "Snapshot", step_name: str, stack_name: str | None = None)
     attempt_uri = stack.artifact_store.artifact_store().join("runs", "dry-run", "steps", step_name, "attempt-1")
     info = build_step_info(stack, snapshot, step_name, operator, run_id="dry-run", run_name="dry-run",
                            step_run_id=f"dry-run-{step_name}", attempt=1, attempt_uri=attempt_uri)
-    command, environment = entrypoint_request(info)
+    command, environment = entrypoint_request(info, stack.artifact_store)
     return operator.dry_run(info, command, environment)
 
 

@@ -18,11 +18,15 @@ ENTRY_POINT_GROUP = "conveyor.flavors"
 
 BUILTIN_FLAVORS: dict[ComponentType, dict[str, str]] = {
     ComponentType.ORCHESTRATOR: {"local": "conveyor.orchestrators.local.flavor:LocalOrchestratorFlavor"},
-    ComponentType.ARTIFACT_STORE: {"local": "conveyor.artifact_stores.local.flavor:LocalArtifactStoreFlavor"},
+    ComponentType.ARTIFACT_STORE: {
+        "local": "conveyor.artifact_stores.local.flavor:LocalArtifactStoreFlavor",
+        "s3": "conveyor.artifact_stores.s3.flavor:S3ArtifactStoreFlavor",
+    },
     ComponentType.STEP_OPERATOR: {
         "local": "conveyor.step_operators.local.flavor:LocalStepOperatorFlavor",
         "fault": "conveyor.step_operators.fault.flavor:FaultStepOperatorFlavor",
         "slurm": "conveyor.step_operators.slurm.flavor:SlurmStepOperatorFlavor",
+        "ssh": "conveyor.step_operators.ssh.flavor:SSHStepOperatorFlavor",
     },
 }
 

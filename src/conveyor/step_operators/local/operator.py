@@ -6,6 +6,7 @@ import math
 import os
 import socket
 import subprocess
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -94,8 +95,12 @@ class LocalStepOperator(BaseStepOperator):
         command = list(entrypoint_command)
         if self.config.python:
             command[0] = self.config.python
-        log_path = os.path.join(info.attempt_uri, "logs.txt")
-        os.makedirs(info.attempt_uri, exist_ok=True)
+        if "://" in info.attempt_uri:  # a remote artifact store: the launcher uploads the log when the step ends
+            log_dir = os.path.join(tempfile.gettempdir(), "conveyor-steps", info.job_name)
+        else:
+            log_dir = info.attempt_uri
+        os.makedirs(log_dir, exist_ok=True)
+        log_path = os.path.join(log_dir, "logs.txt")
         job = _Job(info, command, environment, log_path)
         with self._lock:
             self._jobs[info.job_name] = job
