@@ -72,7 +72,7 @@ def test_secrets_go_to_a_0600_file_never_into_the_script_or_argv(slurm_op: str, 
     attempt = str(slurm_cluster.work_dir / "secret-test")
     info = build_step_info(stack, snapshot, "gpu_env", operator, run_id="r1", run_name="r1", step_run_id="s1" * 8,
                            attempt=1, attempt_uri=attempt)
-    command, environment = entrypoint_request(info)
+    command, environment = entrypoint_request(info, stack.artifact_store)
     secret = "s3cr3t-value-81f2"
     submission = operator.submit(info, ["/bin/sleep", "30"], {**environment, "API_TOKEN": secret})
     try:

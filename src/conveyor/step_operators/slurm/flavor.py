@@ -21,7 +21,7 @@ class SlurmStepOperatorConfig(BaseStepOperatorConfig):
     working_dir: str | None = Field(default=None, description=(
         "directory shared with the cluster for job files; default: the step's attempt folder in a local artifact store"))
     sbatch_args: list[str] = Field(default_factory=list, description="extra sbatch arguments for every job")
-    poll_interval: float = Field(default=2.0, gt=0, description="longest wait between two squeue polls, in seconds")
+    poll_interval: float = Field(default=1.0, gt=0, description="longest wait between two squeue polls, in seconds")
     slurm_bin_dir: str | None = Field(default=None, description="where sbatch/squeue/scontrol/scancel live; default: PATH")
     ship_code: bool = Field(default=False, description=(
         "send the code as a content-hashed archive through the artifact store instead of importing it from a shared "

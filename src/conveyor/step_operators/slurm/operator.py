@@ -36,7 +36,7 @@ class SlurmStepOperator(BaseStepOperator):
         super().__init__(*args, **kwargs)
         self.slurm = Slurm(self.config.slurm_bin_dir)
         self._nodes: tuple[float, list[dict[str, str]]] | None = None
-        self._last_poll: dict[str, float] = {}
+        self._done: set[str] = set()
 
     @property
     def config(self) -> SlurmStepOperatorConfig:
@@ -134,6 +134,8 @@ class SlurmStepOperator(BaseStepOperator):
     def get_status(self, submission: Submission) -> StatusReport:
         job_id = submission.data["job_id"]
         queued = self.slurm.queue_state(job_id)
+        if queued is None or queued[0] not in QUEUED | RUNNING:
+            self._done.add(job_id)  # lets the log tailer stop without asking Slurm again
         if queued is not None and queued[0] in QUEUED | RUNNING:
             state, reason = queued
             if state in RUNNING:
@@ -206,12 +208,19 @@ class SlurmStepOperator(BaseStepOperator):
         from conveyor.utils.tail import tail_file
 
         job_id = submission.data["job_id"]
+        asked = [time.monotonic()]
 
         def finished() -> bool:
-            q = self.slurm.queue_state(job_id)
-            return q is None or q[0] not in QUEUED | RUNNING
+            """The status poll usually knows first; ask Slurm ourselves only now and then (e.g. another process)."""
+            if job_id in self._done:
+                return True
+            if time.monotonic() - asked[0] > 1.0:
+                asked[0] = time.monotonic()
+                q = self.slurm.queue_state(job_id)
+                return q is None or q[0] not in QUEUED | RUNNING
+            return False
 
-        yield from tail_file(submission.data["output"], follow, finished, lambda: time.sleep(0.2))
+        yield from tail_file(submission.data["output"], follow, finished, lambda: time.sleep(0.05))
 
     def dry_run(self, info: StepRunInfo, entrypoint_command: list[str], environment: dict[str, str]) -> dict[str, Any]:
         job_dir, args, script = self.render(info, entrypoint_command)

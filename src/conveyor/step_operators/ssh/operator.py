@@ -109,14 +109,20 @@ class _Client:
         import asyncssh
 
         loop = _Loop.get()
+        conn = self._conn
         try:
             return loop.call(make(), timeout)
-        except asyncssh.SFTPError:
-            raise
-        except (asyncssh.Error, OSError, EOFError, asyncio.TimeoutError, concurrent.futures.TimeoutError) as err:
+        except asyncssh.SFTPError as err:
+            if not isinstance(err, asyncssh.SFTPConnectionLost):
+                raise  # e.g. no such file: an answer, not a connection problem
+            failure: BaseException = err
+        except (asyncssh.Error, OSError, EOFError, asyncio.TimeoutError, concurrent.futures.TimeoutError,
+                asyncio.CancelledError, concurrent.futures.CancelledError) as err:
+            failure = err
+        if conn is None or self._conn is conn:  # another thread may already have opened a fresh one
             self.drop(abort=False)
-            detail = str(err) or type(err).__name__
-            raise SSHUnavailable(f"ssh {self.label}: {detail}") from err
+        detail = str(failure) or type(failure).__name__
+        raise SSHUnavailable(f"ssh {self.label}: {detail}") from failure
 
     def drop(self, abort: bool = True) -> None:
         """Forget the connection; with `abort`, cut it the hard way (no SSH goodbye), as a network failure would."""
@@ -130,6 +136,9 @@ class _Client:
         async def go() -> tuple[int, bytes, bytes]:
             conn = await self._connection()
             result = await conn.run(command, input=input, encoding=None)
+            if result.exit_status is None and result.exit_signal is None:
+                # the channel closed under the command (connection lost): its output may be cut short
+                raise ConnectionResetError("the SSH channel closed before the command finished")
             status = result.exit_status if result.exit_status is not None else 255
             return status, result.stdout or b"", result.stderr or b""
 
@@ -489,6 +498,8 @@ class SSHStepOperator(BaseStepOperator):
             key, sep, value = line.partition("=")
             if sep:
                 fields[key] = value
+        if "alive" not in fields and "nojob" not in fields:
+            raise SSHUnavailable(f"ssh {self.target}: truncated status answer {out[:200]!r}")
         return fields
 
     def get_status(self, submission: Submission) -> StatusReport:
@@ -551,9 +562,6 @@ class SSHStepOperator(BaseStepOperator):
             return StatusReport("failed", f"the step's process was killed by signal {-code}", exit_code=128 - code)
         return StatusReport("failed", f"the step's process exited with code {code}", exit_code=code)
 
-    def wait_for_change(self, submission: Submission, timeout: float) -> None:
-        time.sleep(timeout)
-
     def cancel(self, submission: Submission) -> None:
         """SIGTERM the step's process group on the host, SIGKILL after 2 s; idempotent, works from the receipt alone."""
         data = submission.data
@@ -595,6 +603,9 @@ class SSHStepOperator(BaseStepOperator):
                 time.sleep(LOG_POLL_S)
                 continue
             header, _, data = out.partition(b"\n")
+            if len(header.split()) != 2:  # cut short: ask again
+                time.sleep(LOG_POLL_S)
+                continue
             done = header.split()[1:2] == [b"1"]
             offset += len(data)
             pending += data
