@@ -256,9 +256,15 @@ def test_stale_cluster_of_a_dead_session_is_reaped(slurm_cluster: SlurmCluster) 
                              env={**os.environ, "CONVEYOR_SLURM_TMPDIR": root})  # fmt: skip
         assert out.returncode == 0, out.stderr
         stale = SlurmCluster(run_dir=Path(out.stdout.strip()), nodename="", cpus=0, memory_mb=0)
-        pids = stale._leftover_pids()
-        names = {comm(pid) for pid in pids}
-        assert {"munged", "slurmctld", "slurmd", "slurmstepd", "sleep"} <= names, names
+        expected = {"munged", "slurmctld", "slurmd", "slurmstepd", "sleep"}
+        deadline = time.monotonic() + 10  # RUNNING comes before the batch script execs sleep
+        while True:
+            pids = stale._leftover_pids()
+            names = {comm(pid) for pid in pids}
+            if expected <= names:
+                break
+            assert time.monotonic() < deadline, names
+            time.sleep(0.05)
         reap_stale_clusters(root)
         assert not stale.run_dir.exists()
         assert not any(Path(f"/proc/{pid}").exists() for pid in pids)
