@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 
+#: What every flavor says when a step is killed for exceeding its memory.
+MEMORY_ADVICE = "killed for memory: raise ResourceSettings(memory=...)"
+
+
 class ConveyorError(Exception):
     """Base of every error Conveyor raises on purpose."""
 

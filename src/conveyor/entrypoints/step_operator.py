@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+from conveyor.exceptions import MEMORY_ADVICE
+
 import argparse
 import os
 import sys
@@ -12,7 +14,6 @@ import time
 import traceback
 from typing import Any, TextIO
 
-MEMORY_ADVICE = "killed for memory: raise ResourceSettings(memory=...)"
 
 
 class _Tee:

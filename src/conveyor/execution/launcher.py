@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from conveyor.exceptions import ResourceUnavailableError, StepFailedError
+from conveyor.exceptions import MEMORY_ADVICE, ResourceUnavailableError, StepFailedError
 from conveyor.execution.jobspec import JOB_SPEC_VERSION, JobSpecError, parse_result
 from conveyor.store.store import new_id, now
 
@@ -24,7 +24,6 @@ if TYPE_CHECKING:
     from conveyor.step_operators.info import StatusReport, StepRunInfo, Submission
     from conveyor.store.store import MetadataStore
 
-MEMORY_ADVICE = "killed for memory: raise ResourceSettings(memory=...)"
 POLL_START, POLL_MAX = 0.05, 2.0
 STORAGE_OPTIONS_ENV = "CONVEYOR_STORAGE_OPTIONS"
 #: failures StepRetryConfig retries: the step's own doing. Preemption and lost jobs have their own budget;

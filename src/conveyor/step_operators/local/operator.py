@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Iterator
 
 from conveyor.config.units import format_bytes
-from conveyor.exceptions import ResourceUnavailableError
+from conveyor.exceptions import MEMORY_ADVICE, ResourceUnavailableError
 from conveyor.step_operators.base import BaseStepOperator
 from conveyor.step_operators.info import StatusReport, StepRunInfo, Submission
 from conveyor.step_operators.local.flavor import LocalStepOperatorConfig
@@ -21,7 +21,6 @@ from conveyor.step_operators.local.limits import CPUS, GPUS, MemoryLimit, make_p
 from conveyor.step_operators.local.spares import SPARES
 from conveyor.utils.procs import alive, kill_group
 
-MEMORY_ADVICE = "killed for memory: raise ResourceSettings(memory=...)"
 
 
 @dataclass

@@ -8,14 +8,13 @@ import sys
 import time
 from typing import Any, ClassVar, Iterator
 
-from conveyor.exceptions import ResourceUnavailableError
+from conveyor.exceptions import MEMORY_ADVICE, ResourceUnavailableError
 from conveyor.step_operators.base import BaseStepOperator
 from conveyor.step_operators.info import StatusReport, StepRunInfo, Submission
 from conveyor.step_operators.slurm.commands import JobInfo, Slurm
 from conveyor.step_operators.slurm.flavor import SlurmStepOperatorConfig, SlurmStepOperatorSettings
 from conveyor.step_operators.slurm.script import batch_script, env_file_text, sbatch_arguments
 
-MEMORY_ADVICE = "killed for memory: raise ResourceSettings(memory=...)"
 #: Pending reasons that no amount of waiting clears: the request does not fit the partition, account or QOS.
 NEVER_CLEAR = frozenset({
     "PartitionConfig", "PartitionTimeLimit", "PartitionNodeLimit", "BadConstraints", "InvalidAccount", "InvalidQOS",
