@@ -202,9 +202,10 @@ def test_scancel_kills_running_job(slurm: SlurmCluster) -> None:
     assert job_id in slurm.jobs()
     subprocess.run(["scancel", job_id], check=True)
     info = slurm.wait_job(job_id, timeout=30)
-    assert (info["JobState"], info["Reason"], info["ExitCode"], info["DerivedExitCode"]) == (
-        "CANCELLED", "None", "0:15", "0:0",
-    )  # fmt: skip
+    assert (info["JobState"], info["Reason"], info["DerivedExitCode"]) == ("CANCELLED", "None", "0:0")
+    # The signal in ExitCode is a race inside slurmstepd: 0:15 when the batch shell saw SIGTERM, 0:0 when it was
+    # already gone (both seen here, the latter in CI); what matters is below: the job's processes are gone.
+    assert info["ExitCode"] in ("0:15", "0:0"), info["ExitCode"]
     slurm.wait_idle(timeout=30)
     deadline = time.monotonic() + 5
     while pid_alive(pid):
