@@ -52,11 +52,56 @@ def slurm_backend(request: Any) -> Backend:
                    never_starts=({}, {"step_operator.slurm": {"partition": cluster.tiny_partition, "time_limit": "10"}}))
 
 
+def ssh_backend(request: Any) -> Backend:
+    import os
+    import stat
+    from pathlib import Path
+
+    if request.node.originalname == "test_dry_run_matches_the_golden_file":
+        # dry_run never connects; the live server's port, key and interpreter paths change every session
+        config = {"hostname": "gpu-box.example", "port": 22, "username": "conveyor", "python": "python3",
+                  "key_file": "~/.ssh/id_ed25519"}
+        return Backend("ssh", "conform_ssh", config, lambda step_run: [], check_local_cpus)
+    server = request.getfixturevalue("sshd_server")
+    # The host is this machine and the step runs as the unprivileged test user: the paths the conformance steps
+    # take as parameters (a sentinel, a counter under tmp_path) must be reachable by that user.
+    tmp = Path(request.getfixturevalue("tmp_path"))
+    tmp.chmod(0o777)
+    for parent in tmp.parents:
+        mode = parent.stat().st_mode
+        if not mode & stat.S_IXOTH:
+            parent.chmod(stat.S_IMODE(mode) | stat.S_IXOTH)
+        if parent == Path("/tmp") or parent == Path("/"):
+            break
+
+    def leftovers(step_run: StepRunView) -> list[str]:
+        pid = ((step_run.submission or {}).get("data") or {}).get("pid")
+        left = []
+        for line in server.processes():
+            found, _, args = line.partition(" ")
+            if f"--step_run_id {step_run.id}" in args:
+                left.append(f"remote pid {found} (carries the step run id): {args}")
+            elif pid is not None and found == str(pid):
+                left.append(f"remote pid {found} (from the receipt): {args}")
+        return left
+
+    config = {"hostname": server.host, "port": server.port, "username": server.username,
+              "key_file": str(server.key_path), "known_hosts": str(server.known_hosts), "python": server.python,
+              "remote_dir": os.path.join(server.remote_dir, "conformance"), "poll_interval": 0.2}
+    # never starts: the operator's only GPU is held for good (by PID 1, which never ends) in the host's allocation
+    # table, so the job waits `queued` until the pending timeout cancels it
+    held = os.path.join(server.remote_dir, "gpu-held")
+    server.run(f"mkdir -p {held} && echo '{{\"1\": {{\"cpus\": [], \"gpus\": [0]}}}}' > {held}/alloc.json", check=True)
+    never = ({"pending_timeout": "1s", "gpu_indices": [0], "remote_dir": held}, {"resources": {"gpu_count": 1}})
+    return Backend("ssh", "conform_ssh", config, leftovers, check_local_cpus, never_starts=never)
+
+
 #: what each backend can show; a test that needs a capability runs only where it exists
 CAPABILITIES: dict[str, set[str]] = {
     "local": set(),
     "fault": {"never_starts"},
     "slurm": {"never_starts"},
+    "ssh": {"never_starts"},
 }
 
 BACKENDS: dict[str, Callable[[Any], Backend]] = {
@@ -65,4 +110,5 @@ BACKENDS: dict[str, Callable[[Any], Backend]] = {
         "fault", "conform_fault", {"fault": "none"}, local_leftovers, check_local_cpus,
         never_starts=({"pending_timeout": "1s"}, {"step_operator.fault": {"fault": "stuck_pending"}})),
     "slurm": slurm_backend,
+    "ssh": ssh_backend,
 }

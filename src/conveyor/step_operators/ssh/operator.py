@@ -28,12 +28,11 @@ import uuid
 from typing import Any, ClassVar, Iterator
 
 from conveyor.config.units import format_bytes
-from conveyor.exceptions import InfrastructureError, ResourceUnavailableError
+from conveyor.exceptions import MEMORY_ADVICE, InfrastructureError, ResourceUnavailableError
 from conveyor.step_operators.base import BaseStepOperator
 from conveyor.step_operators.info import StatusReport, StepRunInfo, Submission
 from conveyor.step_operators.ssh.flavor import SSHStepOperatorConfig, SSHStepOperatorSettings
 
-MEMORY_ADVICE = "killed for memory: raise ResourceSettings(memory=...)"
 LAUNCH_MODULE = "conveyor.step_operators.ssh.remote_launch"
 LOG_POLL_S = 0.2
 LOG_CHUNK = 4 * 2**20
@@ -428,7 +427,7 @@ class SSHStepOperator(BaseStepOperator):
         return Submission(flavor=self.flavor, job_name=info.job_name, backend_id=str(pid), data={
             "host": self.config.hostname, "port": self.config.port, "username": self.config.username,
             "job_dir": job_dir, "pid": pid, "pgid": pid, "remote_job": plan["job_uri"],
-            "back": plan["back"], "result": plan["result"]})
+            "back": plan["back"], "result": plan["result"], "memory": info.config.resource_settings.memory_bytes})
 
     def _ship(self, job_dir: str, plan: dict[str, Any]) -> None:
         """Create the job dir; upload the rewritten job spec and whatever artifacts the host lacks, atomically."""
@@ -551,7 +550,9 @@ class SSHStepOperator(BaseStepOperator):
             return StatusReport("failed", f"unreadable exit record on {self.config.hostname}: {fields['exit']!r}")
         code = int(ended.get("code", 1))
         if ended.get("memory"):
-            return StatusReport("failed", f"{MEMORY_ADVICE} (the limit was {ended.get('mechanism')})", exit_code=137,
+            limit = submission.data.get("memory")
+            return StatusReport("failed", f"{MEMORY_ADVICE} (the limit was {format_bytes(limit) if limit else '?'}, "
+                                f"enforced by {ended.get('mechanism')})", exit_code=137,
                                 kind="memory")
         if ended.get("error"):
             return StatusReport("failed", f"the launcher on {self.config.hostname} failed: {ended['error']}",
@@ -602,6 +603,10 @@ class SSHStepOperator(BaseStepOperator):
                     return
                 time.sleep(LOG_POLL_S)
                 continue
+            except BaseException as err:
+                import sys, traceback
+                print("DEBUG-LOGS", repr(err), traceback.format_exc(), file=sys.__stderr__, flush=True)
+                raise
             header, _, data = out.partition(b"\n")
             if len(header.split()) != 2:  # cut short: ask again
                 time.sleep(LOG_POLL_S)
