@@ -71,3 +71,4 @@ def test_per_step_settings_override_the_fault(step_operator) -> None:
     step_operator("faulty", "fault", fault="submit")
     run = _run("faulty", settings={"step_operator.fault": {"fault": "none"}})()
     assert run.steps["compute"].outputs["output"].load() == 3
+

@@ -169,3 +169,45 @@ def test_ship_code_runs_the_job_from_the_code_archive(slurm_cluster, step_operat
 
     run = p()
     assert run.steps["where_is_my_code"].outputs["output"].load().startswith(str(cache))
+
+
+def test_a_job_cancelled_behind_our_back_fails_the_run(slurm_op: str, slurm_cluster) -> None:
+    """An admin scancels the job: the step is marked stopped, and the run must not claim it completed."""
+    from conveyor.exceptions import RunFailedError
+
+    @step
+    def long_job() -> int:
+        print("started", flush=True)
+        time.sleep(120)
+        return 1
+
+    @pipeline(enable_cache=False)
+    def p():
+        long_job.with_options(step_operator=slurm_op)()
+
+    result: dict = {}
+
+    def run() -> None:
+        try:
+            p()
+        except RunFailedError as err:
+            result["error"] = err
+
+    runner = threading.Thread(target=run, daemon=True)
+    runner.start()
+    client = Client()
+    deadline = time.monotonic() + 60
+    while True:
+        runs = client.list_pipeline_runs()
+        if runs and "started" in client.get_pipeline_run(runs[0].id).steps["long_job"].logs():
+            break
+        assert time.monotonic() < deadline, "the job never started"
+        time.sleep(0.2)
+    job_id = client.get_pipeline_run(runs[0].id).steps["long_job"].submission["data"]["job_id"]
+    slurm_cluster.run("scancel", job_id)
+    runner.join(timeout=60)
+    assert "error" in result, "the pipeline call must raise when a step was cancelled outside Conveyor"
+    final = client.get_pipeline_run(runs[0].id)
+    assert final.steps["long_job"].status == "stopped"
+    assert "cancelled outside Conveyor" in final.steps["long_job"].error
+    assert final.status == "failed"

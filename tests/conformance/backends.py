@@ -96,12 +96,37 @@ def ssh_backend(request: Any) -> Backend:
     return Backend("ssh", "conform_ssh", config, leftovers, check_local_cpus, never_starts=never)
 
 
+def ray_backend(request: Any) -> Backend:
+    if request.node.originalname == "test_dry_run_matches_the_golden_file":
+        # dry_run never connects; the live head's port changes every session
+        return Backend("ray", "conform_ray", {"address": "http://ray-head.example:8265"}, lambda step_run: [],
+                       check_local_cpus)
+    cluster = request.getfixturevalue("ray_cluster")
+
+    def leftovers(step_run: StepRunView) -> list[str]:
+        sid = ((step_run.submission or {}).get("data") or {}).get("submission_id")
+        left = [f"Ray job {j} (still running)" for j in cluster.running_jobs() if j == sid]
+        return left + [f"pid {p} (carries the step run id)" for p in pids_with_marker(f"--step_run_id {step_run.id}")]
+
+    def check_cpus(seen: dict[str, Any]) -> None:
+        # Ray pins no CPU (no affinity): it reserves the CPUs for the entrypoint in its own accounting (the job's
+        # supervisor actor holds them, so other work cannot take them) and sets OMP_NUM_THREADS to match.
+        assert seen["omp"] == "1", seen
+        jobs = [j for j in cluster.jobs() if "--step_name resources_seen" in j["entrypoint"]]
+        latest = max(jobs, key=lambda j: j["start_time"] or 0)
+        assert cluster.supervisor_resources(latest["submission_id"]).get("CPU") == 1.0, latest
+
+    return Backend("ray", "conform_ray", {"address": cluster.address, "poll_interval": 0.2}, leftovers, check_cpus)
+
+
 #: what each backend can show; a test that needs a capability runs only where it exists
 CAPABILITIES: dict[str, set[str]] = {
-    "local": set(),
-    "fault": {"never_starts"},
-    "slurm": {"never_starts"},
-    "ssh": {"never_starts"},
+    "local": {"memory_enforced"},
+    "fault": {"never_starts", "memory_enforced"},
+    "slurm": {"never_starts", "memory_enforced"},
+    "ssh": {"never_starts", "memory_enforced"},
+    # Ray enforces no `memory` (a scheduling hint) and cannot stop a job still pending: docs/step_operators/ray.md
+    "ray": set(),
 }
 
 BACKENDS: dict[str, Callable[[Any], Backend]] = {
@@ -111,4 +136,5 @@ BACKENDS: dict[str, Callable[[Any], Backend]] = {
         never_starts=({"pending_timeout": "1s"}, {"step_operator.fault": {"fault": "stuck_pending"}})),
     "slurm": slurm_backend,
     "ssh": ssh_backend,
+    "ray": ray_backend,
 }

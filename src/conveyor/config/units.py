@@ -5,6 +5,7 @@ Kept free of pydantic so the remote entrypoint and the CLI can use it cheaply.
 
 from __future__ import annotations
 
+import math
 import re
 
 MEMORY_UNITS: dict[str, int] = {
@@ -56,8 +57,8 @@ def parse_duration(value: str | int | float) -> float:
     if isinstance(value, bool):
         raise ValueError(f"invalid duration {value!r}: accepted forms are {DURATION_FORMS}")
     if isinstance(value, (int, float)):
-        if value <= 0:
-            raise ValueError(f"duration must be positive, got {value}")
+        if not math.isfinite(value) or value <= 0:
+            raise ValueError(f"duration must be a positive, finite number of seconds, got {value}")
         return float(value)
     text = str(value).strip().lower().replace(" ", "")
     try:
@@ -71,6 +72,7 @@ def parse_duration(value: str | int | float) -> float:
             pos = m.end()
         if pos != len(text) or not text:
             raise ValueError(f"invalid duration {value!r}: accepted forms are {DURATION_FORMS}") from None
-    if seconds <= 0:
-        raise ValueError(f"duration must be positive, got {value!r}")
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise ValueError(f"duration must be a positive, finite number of seconds, got {value!r}: "
+                         f"accepted forms are {DURATION_FORMS}")
     return seconds

@@ -122,8 +122,8 @@ class LocalOrchestrator(BaseOrchestrator):
                         state.statuses[name] = fut.result()
                     except StepFailedError as err:
                         state.statuses[name] = "stopped" if err.kind == "stopped" else "failed"
-                        if err.kind != "stopped":
-                            failures.append(err)
+                        if err.kind != "stopped" or not state.stop_event.is_set():
+                            failures.append(err)  # a job cancelled behind our back fails the run
                     except BaseException as err:  # noqa: BLE001 - a bug of ours must still end the step
                         state.statuses[name] = "failed"
                         state.store.update_step_run(state.step_ids[name], status="failed", end_time=now(),
