@@ -1,7 +1,8 @@
 """Conveyor's benchmark (`make bench`): import time, fixed and per-step costs, the `local` step operator's overhead,
-and the `slurm` step operator's overhead against a bare `sbatch` + poll.
+the `slurm` step operator's overhead against a bare `sbatch` + poll, and the `ssh` step operator's against a bare
+`ssh host python -c pass`.
 
-    .venv/bin/python bench/run.py [--json PATH] [--steps 50] [--local-steps 20] [--quick] [--no-slurm]
+    .venv/bin/python bench/run.py [--json PATH] [--steps 50] [--local-steps 20] [--quick] [--no-slurm] [--no-ssh]
 
 Every measurement runs in fresh subprocesses with its own temporary project (CONVEYOR_PROJECT_DIR) and
 CONVEYOR_QUIET=1. Bytecode is cached in a private temporary directory (PYTHONPYCACHEPREFIX, and
@@ -13,6 +14,12 @@ The Slurm section (issue 4) runs only where the Slurm and munge binaries are ins
 throw-away single-node cluster with tests/fixtures/slurm.py, stops it at the end, and compares one trivial step on
 a `slurm` step operator with a bare `sbatch` + `squeue` poll of a script running the same interpreter, plus the
 cost of the step entrypoint run directly. Elsewhere it reports one info row saying why it was skipped.
+
+The SSH section (issue 4) likewise runs only where OpenSSH's server and client are installed and we are root: it
+starts tests/fixtures/sshd.py's throw-away sshd on 127.0.0.1 (a non-root login user, a remote Python that imports
+conveyor), and compares one trivial step on an `ssh` step operator with a bare `ssh user@127.0.0.1 PYTHON -c pass`
+(a fresh connection each time, as the OpenSSH client makes), plus the entrypoint's own cost measured on the remote
+side. sshd, its connections, the login user's processes of this session and the remote dirs are removed at the end.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ import argparse
 import json
 import os
 import platform
+import posixpath
 import random
 import re
 import shlex
@@ -264,9 +272,9 @@ def _entrypoint_once(command: list[str], cwd: str, env: dict[str, str], job_dir:
     return elapsed
 
 
-def _phase_gaps(runs: int, seed: int) -> list[float]:
-    """`runs` sleeps spread evenly over SLURM_PHASE_PERIOD, in a shuffled (seeded) order."""
-    gaps = [(i + 0.5) * SLURM_PHASE_PERIOD / runs for i in range(runs)]
+def _phase_gaps(runs: int, seed: int, period: float = SLURM_PHASE_PERIOD) -> list[float]:
+    """`runs` sleeps spread evenly over `period`, in a shuffled (seeded) order."""
+    gaps = [(i + 0.5) * period / runs for i in range(runs)]
     random.Random(seed).shuffle(gaps)
     return gaps
 
@@ -365,6 +373,205 @@ def slurm_rows(slurm: dict[str, Any] | None, skipped: str | None) -> list[Row]:
     ]
 
 
+# -- SSH (issue 4) --------------------------------------------------------------------------------
+
+SSH_OPERATOR = "far"
+SSH_POLL_INTERVAL = 0.5  # the operator's poll_interval (polls start at 50 ms and back off ×1.5 up to it)
+SSH_TARGET = 1.3  # issue 4: our step ≤ 1.3 × (bare `ssh host python -c pass` + the entrypoint's own cost)
+#: Our step's end is noticed at the next status poll, so its duration is quantized to the poll schedule. Each of
+#: ours and each bare run first sleeps one of `runs` gaps spread over this period, so that both average over it.
+SSH_PHASE_PERIOD = SSH_POLL_INTERVAL
+
+#: Run on the remote host by one `ssh … PYTHON -` (the script on stdin): times, there and without any SSH, the step
+#: entrypoint as the step operator's launcher runs it (same argv, cwd and CONVEYOR_CODE_CACHE), the launcher
+#: (`remote_launch`, which runs the entrypoint as its child) and `python -c pass`. Prints one JSON object.
+_SSH_REMOTE_TIMER = r'''
+import json, os, subprocess, sys, time
+P = json.loads(sys.argv[1])
+env = {**os.environ, **P["env"], "PYTHONUNBUFFERED": "1"}
+
+def once(cmd, result=None):
+    if result:
+        try:
+            os.remove(result)
+        except FileNotFoundError:
+            pass
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=P["cwd"], env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True)
+    elapsed = time.perf_counter() - t0
+    status = None
+    if result:
+        try:
+            with open(result) as fh:
+                status = json.load(fh).get("status")
+        except (OSError, ValueError):
+            pass
+    if proc.returncode != 0 or (result and status != "completed"):
+        sys.exit(f"{cmd} failed ({proc.returncode}, result {status}):\n{proc.stdout}\n{proc.stderr}")
+    return elapsed
+
+entry, launcher, python = [], [], []
+once(P["command"], P["result"])  # warm-up (bytecode, page cache)
+for _ in range(P["runs"]):
+    entry.append(once(P["command"], P["result"]))
+    launcher.append(once(P["launcher"], P["result"]))
+    python.append(once([P["command"][0], "-c", "pass"]))
+print(json.dumps({"entrypoint": entry, "launcher": launcher, "python": python}))
+'''
+
+
+def ssh_unavailable() -> str | None:
+    """Why the SSH section cannot run here, or None."""
+    missing = [b for b in ("ssh", "ssh-keygen") if not shutil.which(b)]
+    if not os.access("/usr/sbin/sshd", os.X_OK):
+        missing.insert(0, "/usr/sbin/sshd")
+    if missing:
+        return f"OpenSSH not installed ({', '.join(missing)} missing; bash scripts/install-system-deps.sh)"
+    if os.geteuid() != 0:
+        return "OpenSSH installed, but the throw-away sshd needs root (it creates the login user)"
+    import importlib.util
+
+    if importlib.util.find_spec("pytest") is None:
+        return "OpenSSH installed, but tests/fixtures/sshd.py needs pytest: pip install -e '.[dev]'"
+    if importlib.util.find_spec("asyncssh") is None:
+        return "OpenSSH installed, but the `ssh` step operator needs asyncssh: pip install -e '.[ssh]'"
+    return None
+
+
+def _start_sshd() -> Any:
+    """tests/fixtures/sshd.py's server: sshd on 127.0.0.1, its login user, key, known_hosts and remote Python."""
+    tests = str(HERE.parent / "tests")
+    if tests not in sys.path:
+        sys.path.insert(0, tests)
+    import pytest  # the fixture skips (pytest.skip) or fails (pytest.fail) when it cannot start sshd
+    from fixtures.sshd import start_sshd_server
+
+    try:
+        return start_sshd_server()
+    except (pytest.skip.Exception, pytest.fail.Exception) as err:
+        raise RuntimeError(f"could not start the test sshd: {err}") from None
+
+
+def _bare_ssh(server: Any) -> float:
+    """Seconds of one `ssh user@127.0.0.1 PYTHON -c pass`: a fresh connection (key exchange, public-key login, a
+    session channel, the login shell) and the remote interpreter's start, as the OpenSSH client does it."""
+    cmd = server.ssh_command(f"{shlex.quote(server.python)} -c pass")
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
+    elapsed = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise RuntimeError(f"bare ssh failed ({proc.returncode}): {proc.stderr.strip()}")
+    return elapsed
+
+
+def _remote_entrypoint_times(server: Any, submission: dict[str, Any], runs: int) -> dict[str, list[float]]:
+    """The entrypoint (and the launcher) timed on the remote host itself, on a finished attempt's remote job."""
+    data = submission["data"]
+    job_dir = data["job_dir"]
+    remote_dir = posixpath.dirname(posixpath.dirname(job_dir))  # <remote_dir>/jobs/<job_name>
+    launch = json.loads(server.run(f"cat {shlex.quote(posixpath.join(job_dir, 'launch.json'))}", check=True).stdout)
+    command = launch["command"]
+    params = {"command": command, "cwd": job_dir, "result": data["result"][0], "runs": runs,
+              "launcher": [command[0], "-m", "conveyor.step_operators.ssh.remote_launch", job_dir],
+              "env": {"CONVEYOR_CODE_CACHE": posixpath.join(remote_dir, "code-cache")}}
+    proc = server.run(f"{shlex.quote(server.python)} - {shlex.quote(json.dumps(params))}", input=_SSH_REMOTE_TIMER,
+                      timeout=120)
+    if proc.returncode != 0:
+        raise RuntimeError(f"timing the entrypoint on the remote host failed ({proc.returncode}):\n{proc.stderr}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def measure_ssh(runs: int, say: Any) -> dict[str, Any]:
+    """Samples (`runs` of each) of a bare `ssh … PYTHON -c pass`, the entrypoint (and launcher) timed on the remote
+    side, and one step on the `ssh` step operator (its recorded duration, and the pipeline's wall time over SSH and
+    in process)."""
+    import atexit
+
+    started = time.perf_counter()
+    say("SSH: starting a throw-away sshd")
+    server = _start_sshd()
+    project = _project()
+    try:
+        env = _env(project)
+        cli = [PYTHON, "-c", "import sys; from conveyor.cli.main import cli; sys.exit(cli(prog_name='conveyor'))"]
+        _run([*cli, "step-operator", "register", SSH_OPERATOR, "--flavor=ssh", f"--hostname={server.host}",
+              f"--port={server.port}", f"--username={server.username}", f"--key_file={server.key_path}",
+              f"--known_hosts={server.known_hosts}", f"--python={server.python}",
+              f"--remote_dir={server.remote_dir}", f"--poll_interval={SSH_POLL_INTERVAL}"], env)
+        _run([*cli, "stack", "update", "default", "-s", SSH_OPERATOR], env)
+
+        # Half the bare runs before ours and half after, so that a drift of the machine's load hits both alike.
+        before = (runs + 1) // 2
+        bare_gaps = _phase_gaps(runs, seed=1, period=SSH_PHASE_PERIOD)
+
+        def bare_runs(gaps: list[float]) -> list[float]:
+            samples = []
+            for gap in gaps:
+                time.sleep(gap)
+                samples.append(_bare_ssh(server))
+            return samples
+
+        say(f"SSH: bare ssh PYTHON -c pass ({before} of {runs} runs, after a warm-up)")
+        _bare_ssh(server)
+        bare = bare_runs(bare_gaps[:before])
+
+        say(f"SSH: 1-step pipeline on the `ssh` step operator and in process ({runs} runs of each)")
+        gaps = _phase_gaps(runs, seed=2, period=SSH_PHASE_PERIOD)
+        proc = _run([PYTHON, str(HERE / "workloads.py"), "remote1", "--operator", SSH_OPERATOR,
+                     "--repeat", str(runs), "--gaps", *(f"{g:.4f}" for g in gaps)], env)
+        ours = json.loads(proc.stdout.strip().splitlines()[-1])
+        say(f"SSH: bare ssh PYTHON -c pass ({runs - before} of {runs} runs)")
+        bare += bare_runs(bare_gaps[before:])
+
+        say(f"SSH: the step entrypoint and the launcher timed on the remote side ({runs} runs of each)")
+        remote = _remote_entrypoint_times(server, ours["submission"], runs)
+    finally:
+        try:
+            server.stop()  # sshd, its connections, this session's remote processes, remote_dir and the run dir
+        finally:
+            atexit.unregister(server.stop)
+            shutil.rmtree(project, ignore_errors=True)
+    return {"bare": bare, "entrypoint": remote["entrypoint"], "launcher": remote["launcher"],
+            "python": remote["python"], "step": ours["step"], "remote": ours["remote"], "inproc": ours["inproc"],
+            "runs": runs, "seconds": time.perf_counter() - started}
+
+
+def ssh_rows(ssh: dict[str, Any] | None, skipped: str | None) -> list[Row]:
+    """The SSH rows. As for Slurm, the verdict compares means: our step's end is noticed at a status poll (50 ms
+    backing off to poll_interval), so single samples are quantized. Fewer than 5 runs (--quick) give no verdict."""
+    metric = "SSH: our step vs bare ssh"
+    if ssh is None:
+        return [Row(metric, None, SSH_TARGET, None, skipped or "", unit="x")]
+    keys = ("bare", "entrypoint", "launcher", "python", "step", "remote", "inproc")
+    med = {k: statistics.median(ssh[k]) for k in keys}
+    mean = {k: statistics.fmean(ssh[k]) for k in keys}
+    base, med_base = mean["bare"] + mean["entrypoint"], med["bare"] + med["entrypoint"]
+    n = ssh["runs"]
+    return [
+        Row(metric, mean["step"] / base, SSH_TARGET if n >= 5 else None, None,
+            ("too few runs for a verdict; " if n < 5 else "") + f"means of {n}: step duration as recorded / "
+            f"(bare ssh + entrypoint) = {_fmt(mean['step'])} / {_fmt(base)}; ratio of medians "
+            f"{med['step'] / med_base:.2f}×", unit="x"),
+        Row("  SSH: our extra time over bare + entrypoint", mean["step"] - base, None, None,
+            f"means; medians: {_fmt(med['step'] - med_base)}"),
+        Row("  SSH: bare ssh PYTHON -c pass", med["bare"], None, None,
+            f"fresh connection each time, start → exit; median of {n} (mean {_fmt(mean['bare'])}, "
+            f"min {_fmt(min(ssh['bare']))})"),
+        Row("  SSH: entrypoint's own cost", med["entrypoint"], None, None,
+            f"python -m conveyor.entrypoints.step_operator timed on the remote side, no SSH; median of {n} "
+            f"(`python -c pass` there: {_fmt(med['python'])})"),
+        Row("  SSH: launcher's own cost", med["launcher"] - med["entrypoint"], None, None,
+            f"part of our extra time: python -m …ssh.remote_launch (runs the entrypoint as its child), remote side, "
+            f"minus the entrypoint; medians of {n}: {_fmt(med['launcher'])} − {_fmt(med['entrypoint'])}"),
+        Row("  SSH: our step, duration as recorded", med["step"], None, None,
+            f"poll_interval={SSH_POLL_INTERVAL:g}; median of {n} (mean {_fmt(mean['step'])}, "
+            f"min {_fmt(min(ssh['step']))})"),
+        Row("  SSH: pipeline wall, minus in process", med["remote"] - med["inproc"], None, None,
+            f"medians: {_fmt(med['remote'])} over SSH − {_fmt(med['inproc'])} in process "
+            f"(means: {_fmt(mean['remote'] - mean['inproc'])})"),
+    ]
+
+
 # -- output ---------------------------------------------------------------------------------------
 
 def _fmt(value: float | None, unit: str = "s") -> str:
@@ -415,8 +622,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="length of the chain on the `local` step operator (default 20)")
     parser.add_argument("--quick", action="store_true", help="fewer repetitions, for a smoke test")
     parser.add_argument("--no-slurm", action="store_true", help="skip the Slurm section even where Slurm is installed")
+    parser.add_argument("--no-ssh", action="store_true", help="skip the SSH section even where OpenSSH is installed")
     args = parser.parse_args(argv)
-    import_runs, repeat, local_repeat, whole_runs, slurm_runs = (3, 1, 1, 2, 2) if args.quick else (7, 3, 2, 5, 12)
+    import_runs, repeat, local_repeat, whole_runs, slurm_runs, ssh_runs = \
+        (3, 1, 1, 2, 2, 2) if args.quick else (7, 3, 2, 5, 12, 8)
     started = time.perf_counter()
     load_before = os.getloadavg()[0]
 
@@ -451,6 +660,17 @@ def main(argv: list[str] | None = None) -> int:
                 slurm_skipped = "failed: " + slurm_failed.splitlines()[0][:100]
         else:
             say(f"Slurm section skipped: {slurm_skipped}")
+        ssh: dict[str, Any] | None = None
+        ssh_skipped = "skipped (--no-ssh)" if args.no_ssh else ssh_unavailable()
+        if ssh_skipped is None:
+            try:
+                ssh = measure_ssh(ssh_runs, say)
+            except Exception as err:  # noqa: BLE001 - report it; the other sections' results still stand
+                ssh_failed = f"{type(err).__name__}: {err}"
+                say(f"SSH section failed: {ssh_failed}")
+                ssh_skipped = "failed: " + ssh_failed.splitlines()[0][:100]
+        else:
+            say(f"SSH section skipped: {ssh_skipped}")
     finally:
         shutil.rmtree(_PYCACHE, ignore_errors=True)
     say("done")
@@ -471,6 +691,7 @@ def main(argv: list[str] | None = None) -> int:
             f"`python bench/one_step.py`, median of {whole_runs} (min {_fmt(min(warm))}), store exists"),
         Row("1-step pipeline, whole process, first run", first, None, None, "creates .conveyor/ and the schema"),
         *slurm_rows(slurm, slurm_skipped),
+        *ssh_rows(ssh, ssh_skipped),
     ]
     load = load_before  # the benchmark's own processes would count in a later reading
     title = (f"Conveyor benchmark — Python {platform.python_version()}, {os.cpu_count()} CPUs, "
@@ -484,11 +705,13 @@ def main(argv: list[str] | None = None) -> int:
             "python": platform.python_version(), "platform": platform.platform(), "cpus": os.cpu_count(),
             "rows": [{**asdict(r), "verdict": r.verdict} for r in rows],
             "raw": {"import": imp, "inprocess": inproc, "local": local, "whole_process": {"warm": warm, "first": first},
-                    "slurm": slurm if slurm is not None else {"skipped": slurm_skipped}, "load_average": load,
+                    "slurm": slurm if slurm is not None else {"skipped": slurm_skipped},
+                    "ssh": ssh if ssh is not None else {"skipped": ssh_skipped}, "load_average": load,
                     "importtime": sections},
         }
         Path(args.json).write_text(json.dumps(payload, indent=2) + "\n")
-    return 1 if slurm_skipped and slurm_skipped.startswith("failed") else 0
+    failed = [s for s in (slurm_skipped, ssh_skipped) if s and s.startswith("failed")]
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
