@@ -119,3 +119,29 @@ def test_slurm_steps_read_and_write_a_remote_artifact_store(s3_stack: str, s3_se
     assert any(k.startswith("conveyor/code/") and k.endswith(".zip") for k in keys)
     assert any(k.endswith("remote_sum/attempt-1/result.json") for k in keys)
     assert "summing 4 numbers" in Client().get_pipeline_run(run.id).steps["remote_sum"].logs()
+
+
+def test_ssh_steps_use_a_remote_artifact_store_directly(s3_stack: str, s3_server, sshd_server, step_operator,
+                                                         project) -> None:
+    """With an S3 store nothing is shipped over SSH: the host reads inputs and code from S3 and writes outputs there."""
+    import posixpath
+
+    remote_dir = posixpath.join(sshd_server.remote_dir, "s3-store-test")
+    step_operator("far", "ssh", stack="cloud", hostname=sshd_server.host, port=sshd_server.port,
+                  username=sshd_server.username, key_file=str(sshd_server.key_path),
+                  known_hosts=str(sshd_server.known_hosts), python=sshd_server.python, remote_dir=remote_dir,
+                  poll_interval=0.2)
+
+    @pipeline(enable_cache=False)
+    def over_ssh():
+        total, _pid = remote_sum.with_options(step_operator="far")(make_numbers(6))
+        double(total)
+
+    run = over_ssh()
+    assert run.steps["double"].outputs["output"].load() == 30
+    assert run.steps["remote_sum"].outputs["total"].uri.startswith(f"s3://{s3_stack}/")
+    keys = _objects(s3_server, s3_stack)
+    assert any(k.startswith("conveyor/code/") and k.endswith(".zip") for k in keys)
+    assert any(k.endswith("remote_sum/attempt-1/result.json") for k in keys)
+    mirrored = sshd_server.run(f"find {remote_dir} -path '*runs*' -name '*.json' 2>/dev/null | head -5").stdout
+    assert mirrored.strip() == "", f"artifacts were shipped over SSH although the store is S3: {mirrored}"
