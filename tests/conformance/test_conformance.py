@@ -171,6 +171,7 @@ def test_cpu_count_is_honoured(backend: Backend) -> None:
     backend.check_cpus(run.steps["resources_seen"].outputs["output"].load())
 
 
+@pytest.mark.needs("memory_enforced")
 def test_a_step_over_its_memory_is_killed_and_reported(backend: Backend) -> None:
     @pipeline(enable_cache=False)
     def p():

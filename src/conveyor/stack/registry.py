@@ -27,6 +27,7 @@ BUILTIN_FLAVORS: dict[ComponentType, dict[str, str]] = {
         "fault": "conveyor.step_operators.fault.flavor:FaultStepOperatorFlavor",
         "slurm": "conveyor.step_operators.slurm.flavor:SlurmStepOperatorFlavor",
         "ssh": "conveyor.step_operators.ssh.flavor:SSHStepOperatorFlavor",
+        "ray": "conveyor.step_operators.ray.flavor:RayStepOperatorFlavor",
     },
 }
 
