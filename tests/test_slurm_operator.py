@@ -211,3 +211,60 @@ def test_a_job_cancelled_behind_our_back_fails_the_run(slurm_op: str, slurm_clus
     assert final.steps["long_job"].status == "stopped"
     assert "cancelled outside Conveyor" in final.steps["long_job"].error
     assert final.status == "failed"
+
+
+def test_a_preempted_job_is_resubmitted_under_the_infrastructure_budget(slurm_op: str, slurm_cluster) -> None:
+    """A higher-priority job takes the whole node: Slurm preempts ours, and Conveyor re-submits it as attempt 2."""
+
+    @step
+    def whole_node(values: list[int]) -> int:
+        print("started", flush=True)
+        time.sleep(6)
+        return sum(values)
+
+    @pipeline(enable_cache=False)
+    def p():
+        whole_node.with_options(step_operator=slurm_op, settings={
+            "resources": {"cpu_count": slurm_cluster.cpus}})(make_numbers(5))
+
+    result: dict = {}
+    runner = threading.Thread(target=lambda: result.setdefault("run", p()), daemon=True)
+    runner.start()
+    client = Client()
+    deadline = time.monotonic() + 60
+    while True:
+        runs = client.list_pipeline_runs()
+        if runs and "started" in client.get_pipeline_run(runs[0].id).steps["whole_node"].logs():
+            break
+        assert time.monotonic() < deadline, "the step never started"
+        time.sleep(0.2)
+    urgent = slurm_cluster.submit("sleep 2", f"--partition={slurm_cluster.urgent_partition}",
+                                  f"--cpus-per-task={slurm_cluster.cpus}", name="urgent")
+    runner.join(timeout=120)
+    step_run = result["run"].steps["whole_node"]
+    assert step_run.status == "completed" and step_run.attempt == 2
+    assert step_run.outputs["output"].load() == 10
+    assert slurm_cluster.job(urgent)["JobState"] == "COMPLETED"
+    store = client.active_stack.artifact_store.artifact_store()
+    first = store.read_text(store.join("runs", result["run"].id, "steps", "whole_node", "attempt-1", "slurm-output.log"))
+    assert "started" in first and "PREEMPTION" in first, first  # attempt 1 really ran and was preempted
+
+
+def test_the_slurm_time_limit_is_reported_as_a_timeout(slurm_op: str) -> None:
+    """No Conveyor timeout here: Slurm's own --time (1 minute, checked every ~30 s) ends the job."""
+    from conveyor.exceptions import RunFailedError
+
+    @step
+    def overstays() -> int:
+        time.sleep(600)
+        return 1
+
+    @pipeline(enable_cache=False)
+    def p():
+        overstays.with_options(step_operator=slurm_op, settings={"step_operator.slurm": {"time_limit": "1"}})()
+
+    with pytest.raises(RunFailedError) as info:
+        p()
+    step_run = info.value.run.steps["overstays"]
+    assert step_run.failure_kind == "timeout", step_run.error
+    assert "time limit" in step_run.error
