@@ -3,6 +3,7 @@ the `slurm` step operator's overhead against a bare `sbatch` + poll, and the `ss
 `ssh host python -c pass`.
 
     .venv/bin/python bench/run.py [--json PATH] [--steps 50] [--local-steps 20] [--quick] [--no-slurm] [--no-ssh]
+                                  [--no-ray]
 
 Every measurement runs in fresh subprocesses with its own temporary project (CONVEYOR_PROJECT_DIR) and
 CONVEYOR_QUIET=1. Bytecode is cached in a private temporary directory (PYTHONPYCACHEPREFIX, and
@@ -20,6 +21,11 @@ starts tests/fixtures/sshd.py's throw-away sshd on 127.0.0.1 (a non-root login u
 conveyor), and compares one trivial step on an `ssh` step operator with a bare `ssh user@127.0.0.1 PYTHON -c pass`
 (a fresh connection each time, as the OpenSSH client makes), plus the entrypoint's own cost measured on the remote
 side. sshd, its connections, the login user's processes of this session and the remote dirs are removed at the end.
+
+The Ray section (issue 5) runs where ray (and its `ray` command) is installed: it starts tests/fixtures/ray_cluster.py's
+throw-away single-node head on 127.0.0.1, and compares one trivial step on a `ray` step operator with a bare
+`JobSubmissionClient.submit_job` of `PYTHON -c pass` + a `get_job_status` poll, plus the cost of the step entrypoint
+run directly. The head (its jobs, processes and temp dir) is stopped at the end.
 """
 
 from __future__ import annotations
@@ -572,6 +578,161 @@ def ssh_rows(ssh: dict[str, Any] | None, skipped: str | None) -> list[Row]:
     ]
 
 
+# -- Ray (issue 5) --------------------------------------------------------------------------------
+
+RAY_OPERATOR = "rayop"
+RAY_POLL_INTERVAL = 0.2  # the operator's poll_interval, and the cap of the bare poll's backoff
+RAY_TARGET = 1.3  # issue 5: our step ≤ 1.3 × (bare submit_job + get_job_status poll + the entrypoint's own cost)
+#: Our step's end is noticed at the next status poll; each run (bare and ours) first sleeps one of `runs` gaps
+#: spread over this period, so that both average over the poll schedule.
+RAY_PHASE_PERIOD = RAY_POLL_INTERVAL
+
+
+def ray_unavailable() -> str | None:
+    """Why the Ray section cannot run here, or None."""
+    import importlib.util
+
+    if importlib.util.find_spec("ray") is None:
+        return "ray not installed: pip install -e '.[ray]'"
+    if not Path(PYTHON).with_name("ray").exists():
+        return f"the `ray` command is not beside {PYTHON}: pip install -e '.[ray]'"
+    if importlib.util.find_spec("pytest") is None:
+        return "ray installed, but tests/fixtures/ray_cluster.py needs pytest: pip install -e '.[dev]'"
+    return None
+
+
+def _start_ray_cluster() -> Any:
+    """tests/fixtures/ray_cluster.py's head; os.environ gets its RAY_* variables and PATH (undone by its stop())."""
+    tests = str(HERE.parent / "tests")
+    if tests not in sys.path:
+        sys.path.insert(0, tests)
+    import pytest  # the fixture skips (pytest.skip) or fails (pytest.fail) when it cannot start a head
+    from fixtures.ray_cluster import start_ray_cluster
+
+    try:
+        return start_ray_cluster()
+    except (pytest.skip.Exception, pytest.fail.Exception) as err:
+        raise RuntimeError(f"could not start the Ray head: {err}") from None
+
+
+def _bare_ray_job(client: Any) -> float:
+    """Seconds from `submit_job` of a `PYTHON -c pass` job to noticing it ended, polling as Conveyor does:
+    `get_job_status` at once, then after 50 ms, ×1.5 each time, capped at poll_interval."""
+    t0 = time.perf_counter()
+    sid = client.submit_job(entrypoint=f"{shlex.quote(PYTHON)} -c pass")
+    delay = 0.05
+    while True:
+        status = client.get_job_status(sid)
+        if status.is_terminal():
+            elapsed = time.perf_counter() - t0
+            break
+        time.sleep(delay)
+        delay = min(delay * 1.5, RAY_POLL_INTERVAL)
+    if str(getattr(status, "value", status)) != "SUCCEEDED":
+        raise RuntimeError(f"bare Ray job {sid} ended {status}: {client.get_job_logs(sid)[-2000:]}")
+    return elapsed
+
+
+def _ray_entrypoint(client: Any, sid: str, env: dict[str, str]) -> tuple[list[str], dict[str, str], Path]:
+    """(command, env, job dir) of a finished step job's entrypoint as Ray ran it, minus the cancel guard."""
+    info = client.get_job_info(sid)
+    command = shlex.split(info.entrypoint)
+    if "conveyor.step_operators.ray.guard" in command and "--" in command:
+        command = command[command.index("--") + 1:]
+    job = command[command.index("--job") + 1]
+    job_dir = Path(job.removeprefix("file://")).parent
+    env_vars = ((info.runtime_env or {}).get("env_vars") or {})
+    return command, {**env, **env_vars}, job_dir
+
+
+def measure_ray(runs: int, say: Any) -> dict[str, Any]:
+    """Samples (`runs` of each) of a bare submit_job + get_job_status poll, the entrypoint run directly, and one
+    step on the `ray` step operator (its recorded duration, and the pipeline's wall time on Ray and in process)."""
+    import atexit
+
+    started = time.perf_counter()
+    say("Ray: starting a throw-away head")
+    cluster = _start_ray_cluster()
+    project = _project()
+    try:
+        env = _env(project)  # os.environ now has the head's RAY_* variables and the venv first on PATH
+        cli = [PYTHON, "-c", "import sys; from conveyor.cli.main import cli; sys.exit(cli(prog_name='conveyor'))"]
+        _run([*cli, "step-operator", "register", RAY_OPERATOR, "--flavor=ray", f"--address={cluster.address}",
+              f"--poll_interval={RAY_POLL_INTERVAL}"], env)
+        _run([*cli, "stack", "update", "default", "-s", RAY_OPERATOR], env)
+        client = cluster.client()
+
+        # Half the bare runs before ours and half after, so that a drift of the machine's load hits both alike.
+        before = (runs + 1) // 2
+        bare_gaps = _phase_gaps(runs, seed=1, period=RAY_PHASE_PERIOD)
+
+        def bare_runs(gaps: list[float]) -> list[float]:
+            samples = []
+            for gap in gaps:
+                time.sleep(gap)
+                samples.append(_bare_ray_job(client))
+            return samples
+
+        say(f"Ray: bare submit_job + get_job_status poll ({before} of {runs} runs, after a warm-up job)")
+        _bare_ray_job(client)  # the first job after start-up pays for the head's warm-up
+        bare = bare_runs(bare_gaps[:before])
+
+        say(f"Ray: 1-step pipeline on the `ray` step operator and in process ({runs} runs of each)")
+        gaps = _phase_gaps(runs, seed=2, period=RAY_PHASE_PERIOD)
+        proc = _run([PYTHON, str(HERE / "workloads.py"), "remote1", "--operator", RAY_OPERATOR,
+                     "--repeat", str(runs), "--gaps", *(f"{g:.4f}" for g in gaps)], env)
+        ours = json.loads(proc.stdout.strip().splitlines()[-1])
+        say(f"Ray: bare submit_job + get_job_status poll ({runs - before} of {runs} runs)")
+        bare += bare_runs(bare_gaps[before:])
+
+        say(f"Ray: the step entrypoint run directly ({runs} runs)")
+        command, entry_env, job_dir = _ray_entrypoint(client, ours["submission"]["data"]["submission_id"], env)
+        _entrypoint_once(command, os.getcwd(), entry_env, job_dir)
+        entry = [_entrypoint_once(command, os.getcwd(), entry_env, job_dir) for _ in range(runs)]
+        bare_python = [_wall([PYTHON, "-c", "pass"], env) for _ in range(runs)]
+    finally:
+        try:
+            cluster.stop()  # running jobs, the head's process group, stragglers, its temp dir; restores os.environ
+        finally:
+            atexit.unregister(cluster.stop)
+            shutil.rmtree(project, ignore_errors=True)
+    return {"bare": bare, "entrypoint": entry, "python": bare_python, "step": ours["step"], "remote": ours["remote"],
+            "inproc": ours["inproc"], "runs": runs, "seconds": time.perf_counter() - started}
+
+
+def ray_rows(ray: dict[str, Any] | None, skipped: str | None) -> list[Row]:
+    """The Ray rows. As for Slurm and SSH, the verdict compares means (samples are quantized to the poll schedule).
+    Fewer than 5 runs (--quick) give no verdict."""
+    metric = "Ray: our step vs bare Jobs API"
+    if ray is None:
+        return [Row(metric, None, RAY_TARGET, None, skipped or "", unit="x")]
+    keys = ("bare", "entrypoint", "python", "step", "remote", "inproc")
+    med = {k: statistics.median(ray[k]) for k in keys}
+    mean = {k: statistics.fmean(ray[k]) for k in keys}
+    base, med_base = mean["bare"] + mean["entrypoint"], med["bare"] + med["entrypoint"]
+    n = ray["runs"]
+    return [
+        Row(metric, mean["step"] / base, RAY_TARGET if n >= 5 else None, None,
+            ("too few runs for a verdict; " if n < 5 else "") + f"means of {n}: step duration as recorded / "
+            f"(bare + entrypoint) = {_fmt(mean['step'])} / {_fmt(base)}; ratio of medians "
+            f"{med['step'] / med_base:.2f}×", unit="x"),
+        Row("  Ray: our extra time over bare + entrypoint", mean["step"] - base, None, None,
+            f"means; medians: {_fmt(med['step'] - med_base)}"),
+        Row("  Ray: bare submit_job + get_job_status poll", med["bare"], None, None,
+            f"`python -c pass` job, submit → noticed done; median of {n} (mean {_fmt(mean['bare'])}, "
+            f"min {_fmt(min(ray['bare']))})"),
+        Row("  Ray: entrypoint's own cost", med["entrypoint"], None, None,
+            f"python -m conveyor.entrypoints.step_operator, no Ray; median of {n} "
+            f"(`python -c pass` alone: {_fmt(med['python'])})"),
+        Row("  Ray: our step, duration as recorded", med["step"], None, None,
+            f"poll_interval={RAY_POLL_INTERVAL:g}; median of {n} (mean {_fmt(mean['step'])}, "
+            f"min {_fmt(min(ray['step']))})"),
+        Row("  Ray: pipeline wall, minus in process", med["remote"] - med["inproc"], None, None,
+            f"medians: {_fmt(med['remote'])} on Ray − {_fmt(med['inproc'])} in process "
+            f"(means: {_fmt(mean['remote'] - mean['inproc'])})"),
+    ]
+
+
 # -- output ---------------------------------------------------------------------------------------
 
 def _fmt(value: float | None, unit: str = "s") -> str:
@@ -623,9 +784,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="fewer repetitions, for a smoke test")
     parser.add_argument("--no-slurm", action="store_true", help="skip the Slurm section even where Slurm is installed")
     parser.add_argument("--no-ssh", action="store_true", help="skip the SSH section even where OpenSSH is installed")
+    parser.add_argument("--no-ray", action="store_true", help="skip the Ray section even where ray is installed")
     args = parser.parse_args(argv)
-    import_runs, repeat, local_repeat, whole_runs, slurm_runs, ssh_runs = \
-        (3, 1, 1, 2, 2, 2) if args.quick else (7, 3, 2, 5, 12, 8)
+    import_runs, repeat, local_repeat, whole_runs, slurm_runs, ssh_runs, ray_runs = \
+        (3, 1, 1, 2, 2, 2, 2) if args.quick else (7, 3, 2, 5, 12, 8, 8)
     started = time.perf_counter()
     load_before = os.getloadavg()[0]
 
@@ -671,6 +833,17 @@ def main(argv: list[str] | None = None) -> int:
                 ssh_skipped = "failed: " + ssh_failed.splitlines()[0][:100]
         else:
             say(f"SSH section skipped: {ssh_skipped}")
+        ray: dict[str, Any] | None = None
+        ray_skipped = "skipped (--no-ray)" if args.no_ray else ray_unavailable()
+        if ray_skipped is None:
+            try:
+                ray = measure_ray(ray_runs, say)
+            except Exception as err:  # noqa: BLE001 - report it; the other sections' results still stand
+                ray_failed = f"{type(err).__name__}: {err}"
+                say(f"Ray section failed: {ray_failed}")
+                ray_skipped = "failed: " + ray_failed.splitlines()[0][:100]
+        else:
+            say(f"Ray section skipped: {ray_skipped}")
     finally:
         shutil.rmtree(_PYCACHE, ignore_errors=True)
     say("done")
@@ -692,6 +865,7 @@ def main(argv: list[str] | None = None) -> int:
         Row("1-step pipeline, whole process, first run", first, None, None, "creates .conveyor/ and the schema"),
         *slurm_rows(slurm, slurm_skipped),
         *ssh_rows(ssh, ssh_skipped),
+        *ray_rows(ray, ray_skipped),
     ]
     load = load_before  # the benchmark's own processes would count in a later reading
     title = (f"Conveyor benchmark — Python {platform.python_version()}, {os.cpu_count()} CPUs, "
@@ -706,11 +880,12 @@ def main(argv: list[str] | None = None) -> int:
             "rows": [{**asdict(r), "verdict": r.verdict} for r in rows],
             "raw": {"import": imp, "inprocess": inproc, "local": local, "whole_process": {"warm": warm, "first": first},
                     "slurm": slurm if slurm is not None else {"skipped": slurm_skipped},
-                    "ssh": ssh if ssh is not None else {"skipped": ssh_skipped}, "load_average": load,
+                    "ssh": ssh if ssh is not None else {"skipped": ssh_skipped},
+                    "ray": ray if ray is not None else {"skipped": ray_skipped}, "load_average": load,
                     "importtime": sections},
         }
         Path(args.json).write_text(json.dumps(payload, indent=2) + "\n")
-    failed = [s for s in (slurm_skipped, ssh_skipped) if s and s.startswith("failed")]
+    failed = [s for s in (slurm_skipped, ssh_skipped, ray_skipped) if s and s.startswith("failed")]
     return 1 if failed else 0
 
 

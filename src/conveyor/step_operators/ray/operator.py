@@ -49,7 +49,6 @@ class RayStepOperator(BaseStepOperator):
         self._client_lock = threading.Lock()
         self._nodes: tuple[float, list[dict[str, Any]]] | None = None
         self._done: set[str] = set()
-        self._ended_at: dict[str, float] = {}
         self._unreachable: dict[str, float] = {}
         self._last: dict[str, str] = {}
 
@@ -293,7 +292,7 @@ class RayStepOperator(BaseStepOperator):
     def cleanup(self, submission: Submission) -> None:
         sid = submission.data.get("submission_id", "")
         self._done.discard(sid)
-        for table in (self._ended_at, self._unreachable, self._last):
+        for table in (self._unreachable, self._last):
             table.pop(sid, None)
 
     def logs(self, submission: Submission, follow: bool = False) -> Iterator[str]:
@@ -322,13 +321,19 @@ class RayStepOperator(BaseStepOperator):
         loop = asyncio.new_event_loop()
         agen = client.tail_job_logs(sid)
         task: asyncio.Task[str] | None = None
+        sent = 0
         try:
             while True:
                 if task is None:
                     task = loop.create_task(agen.__anext__())
-                loop.run_until_complete(asyncio.wait({task}, timeout=0.5))
+                loop.run_until_complete(asyncio.wait({task}, timeout=0.1 if sid in self._done else 0.5))
                 if not task.done():
-                    if sid in self._done and self._ended(client, sid, grace=2.0):
+                    if sid in self._done:
+                        # The job has ended but Ray's log websocket often stays open: take the rest of the log
+                        # in one request instead of waiting for the socket.
+                        rest = client.get_job_logs(sid) or ""
+                        if len(rest) > sent:
+                            yield rest[sent:]
                         return
                     continue
                 try:
@@ -337,6 +342,7 @@ class RayStepOperator(BaseStepOperator):
                     return
                 task = None
                 if chunk:
+                    sent += len(chunk)
                     yield chunk
         finally:
             if task is not None and not task.done():
@@ -344,10 +350,6 @@ class RayStepOperator(BaseStepOperator):
                 loop.run_until_complete(asyncio.gather(task, return_exceptions=True))
             loop.run_until_complete(asyncio.gather(agen.aclose(), return_exceptions=True))
             loop.close()
-
-    def _ended(self, client: Any, sid: str, grace: float) -> bool:
-        """The job ended `grace` seconds ago: the websocket usually closes by itself, but do not wait on it forever."""
-        return time.monotonic() - self._ended_at.setdefault(sid, time.monotonic()) > grace
 
     def _poll_logs(self, client: Any, sid: str, offset: int) -> Iterator[str]:
         while True:
