@@ -344,39 +344,47 @@ def measure_slurm(runs: int, say: Any) -> dict[str, Any]:
             "inproc": ours["inproc"], "runs": runs, "seconds": time.perf_counter() - started}
 
 
-def slurm_rows(slurm: dict[str, Any] | None, skipped: str | None) -> list[Row]:
-    """The Slurm rows. The verdict compares means, the expected cost: the samples are quantized to the shared poll
-    times and to slurmctld's cycle (from ~0.1 s to ~1.2 s on the test cluster), so a median of a dozen of them jumps
-    from one poll time to the next by luck, and the ratio of two such medians swings by ±0.4×. Fewer than 5 runs
-    (--quick) give no verdict.
-    """
-    metric = "Slurm: our step vs bare sbatch+poll"
-    if slurm is None:
-        return [Row(metric, None, SLURM_TARGET, None, skipped or "", unit="x")]
+def backend_rows(data: dict[str, Any] | None, skipped: str | None, *, backend: str, metric: str, target: float,
+                 base: str, bare: str, bare_note: str, entry_note: str, poll_interval: float, where: str,
+                 extra: list[Row] | None = None) -> list[Row]:
+    """The rows every remote backend shares: the verdict compares means (samples are quantized to poll times, so
+    a median jumps by luck), and fewer than 5 runs (--quick) give no verdict."""
+    if data is None:
+        return [Row(metric, None, target, None, skipped or "", unit="x")]
     keys = ("bare", "entrypoint", "python", "step", "remote", "inproc")
-    med = {k: statistics.median(slurm[k]) for k in keys}
-    mean = {k: statistics.fmean(slurm[k]) for k in keys}
-    base, med_base = mean["bare"] + mean["entrypoint"], med["bare"] + med["entrypoint"]
-    n = slurm["runs"]
+    med = {k: statistics.median(data[k]) for k in keys}
+    mean = {k: statistics.fmean(data[k]) for k in keys}
+    total, med_total = mean["bare"] + mean["entrypoint"], med["bare"] + med["entrypoint"]
+    n = data["runs"]
     return [
-        Row(metric, mean["step"] / base, SLURM_TARGET if n >= 5 else None, None,
-            ("too few runs for a verdict; " if n < 5 else "") + f"means of {n}: step duration as recorded / (bare + entrypoint) = {_fmt(mean['step'])} / {_fmt(base)}; "
-            f"ratio of medians {med['step'] / med_base:.2f}×", unit="x"),
-        Row("  Slurm: our extra time over bare + entrypoint", mean["step"] - base, None, None,
-            f"means; medians: {_fmt(med['step'] - med_base)}"),
-        Row("  Slurm: bare sbatch + squeue poll", med["bare"], None, None,
-            f"`python -c pass` job, submit → noticed gone; median of {n} (mean {_fmt(mean['bare'])}, "
-            f"min {_fmt(min(slurm['bare']))})"),
-        Row("  Slurm: entrypoint's own cost", med["entrypoint"], None, None,
-            f"python -m conveyor.entrypoints.step_operator, no Slurm; median of {n} "
-            f"(`python -c pass` alone: {_fmt(med['python'])})"),
-        Row("  Slurm: our step, duration as recorded", med["step"], None, None,
-            f"poll_interval={SLURM_POLL_INTERVAL:g}; median of {n} (mean {_fmt(mean['step'])}, "
-            f"min {_fmt(min(slurm['step']))})"),
-        Row("  Slurm: pipeline wall, minus in process", med["remote"] - med["inproc"], None, None,
-            f"medians: {_fmt(med['remote'])} on Slurm − {_fmt(med['inproc'])} in process "
+        Row(metric, mean["step"] / total, target if n >= 5 else None, None,
+            ("too few runs for a verdict; " if n < 5 else "") + f"means of {n}: step duration as recorded / "
+            f"({base}) = {_fmt(mean['step'])} / {_fmt(total)}; ratio of medians {med['step'] / med_total:.2f}×",
+            unit="x"),
+        Row(f"  {backend}: our extra time over bare + entrypoint", mean["step"] - total, None, None,
+            f"means; medians: {_fmt(med['step'] - med_total)}"),
+        Row(f"  {backend}: {bare}", med["bare"], None, None,
+            f"{bare_note}; median of {n} (mean {_fmt(mean['bare'])}, min {_fmt(min(data['bare']))})"),
+        Row(f"  {backend}: entrypoint's own cost", med["entrypoint"], None, None,
+            f"{entry_note}; median of {n} (`python -c pass` {'there' if backend == 'SSH' else 'alone'}: "
+            f"{_fmt(med['python'])})"),
+        *(extra or []),
+        Row(f"  {backend}: our step, duration as recorded", med["step"], None, None,
+            f"poll_interval={poll_interval:g}; median of {n} (mean {_fmt(mean['step'])}, min {_fmt(min(data['step']))})"),
+        Row(f"  {backend}: pipeline wall, minus in process", med["remote"] - med["inproc"], None, None,
+            f"medians: {_fmt(med['remote'])} {where} − {_fmt(med['inproc'])} in process "
             f"(means: {_fmt(mean['remote'] - mean['inproc'])})"),
     ]
+
+
+def slurm_rows(slurm: dict[str, Any] | None, skipped: str | None) -> list[Row]:
+    """The Slurm rows. The samples are quantized to the shared poll times and to slurmctld's cycle (from ~0.1 s to
+    ~1.2 s on the test cluster), so the ratio of two medians of a dozen swings by ±0.4×: the verdict uses means."""
+    return backend_rows(slurm, skipped, backend="Slurm", metric="Slurm: our step vs bare sbatch+poll",
+                        target=SLURM_TARGET, base="bare + entrypoint", bare="bare sbatch + squeue poll",
+                        bare_note="`python -c pass` job, submit → noticed gone",
+                        entry_note="python -m conveyor.entrypoints.step_operator, no Slurm",
+                        poll_interval=SLURM_POLL_INTERVAL, where="on Slurm")
 
 
 # -- SSH (issue 4) --------------------------------------------------------------------------------
@@ -543,39 +551,18 @@ def measure_ssh(runs: int, say: Any) -> dict[str, Any]:
 
 
 def ssh_rows(ssh: dict[str, Any] | None, skipped: str | None) -> list[Row]:
-    """The SSH rows. As for Slurm, the verdict compares means: our step's end is noticed at a status poll (50 ms
-    backing off to poll_interval), so single samples are quantized. Fewer than 5 runs (--quick) give no verdict."""
-    metric = "SSH: our step vs bare ssh"
-    if ssh is None:
-        return [Row(metric, None, SSH_TARGET, None, skipped or "", unit="x")]
-    keys = ("bare", "entrypoint", "launcher", "python", "step", "remote", "inproc")
-    med = {k: statistics.median(ssh[k]) for k in keys}
-    mean = {k: statistics.fmean(ssh[k]) for k in keys}
-    base, med_base = mean["bare"] + mean["entrypoint"], med["bare"] + med["entrypoint"]
-    n = ssh["runs"]
-    return [
-        Row(metric, mean["step"] / base, SSH_TARGET if n >= 5 else None, None,
-            ("too few runs for a verdict; " if n < 5 else "") + f"means of {n}: step duration as recorded / "
-            f"(bare ssh + entrypoint) = {_fmt(mean['step'])} / {_fmt(base)}; ratio of medians "
-            f"{med['step'] / med_base:.2f}×", unit="x"),
-        Row("  SSH: our extra time over bare + entrypoint", mean["step"] - base, None, None,
-            f"means; medians: {_fmt(med['step'] - med_base)}"),
-        Row("  SSH: bare ssh PYTHON -c pass", med["bare"], None, None,
-            f"fresh connection each time, start → exit; median of {n} (mean {_fmt(mean['bare'])}, "
-            f"min {_fmt(min(ssh['bare']))})"),
-        Row("  SSH: entrypoint's own cost", med["entrypoint"], None, None,
-            f"python -m conveyor.entrypoints.step_operator timed on the remote side, no SSH; median of {n} "
-            f"(`python -c pass` there: {_fmt(med['python'])})"),
-        Row("  SSH: launcher's own cost", med["launcher"] - med["entrypoint"], None, None,
-            f"part of our extra time: python -m …ssh.remote_launch (runs the entrypoint as its child), remote side, "
-            f"minus the entrypoint; medians of {n}: {_fmt(med['launcher'])} − {_fmt(med['entrypoint'])}"),
-        Row("  SSH: our step, duration as recorded", med["step"], None, None,
-            f"poll_interval={SSH_POLL_INTERVAL:g}; median of {n} (mean {_fmt(mean['step'])}, "
-            f"min {_fmt(min(ssh['step']))})"),
-        Row("  SSH: pipeline wall, minus in process", med["remote"] - med["inproc"], None, None,
-            f"medians: {_fmt(med['remote'])} over SSH − {_fmt(med['inproc'])} in process "
-            f"(means: {_fmt(mean['remote'] - mean['inproc'])})"),
-    ]
+    """The SSH rows, plus the remote launcher's own cost (part of our extra time)."""
+    extra = None
+    if ssh is not None:
+        launcher, entrypoint = statistics.median(ssh["launcher"]), statistics.median(ssh["entrypoint"])
+        extra = [Row("  SSH: launcher's own cost", launcher - entrypoint, None, None,
+                     f"part of our extra time: python -m …ssh.remote_launch (runs the entrypoint as its child), remote "
+                     f"side, minus the entrypoint; medians of {ssh['runs']}: {_fmt(launcher)} − {_fmt(entrypoint)}")]
+    return backend_rows(ssh, skipped, backend="SSH", metric="SSH: our step vs bare ssh", target=SSH_TARGET,
+                        base="bare ssh + entrypoint", bare="bare ssh PYTHON -c pass",
+                        bare_note="fresh connection each time, start → exit",
+                        entry_note="python -m conveyor.entrypoints.step_operator timed on the remote side, no SSH",
+                        poll_interval=SSH_POLL_INTERVAL, where="over SSH", extra=extra)
 
 
 # -- Ray (issue 5) --------------------------------------------------------------------------------
@@ -701,36 +688,12 @@ def measure_ray(runs: int, say: Any) -> dict[str, Any]:
 
 
 def ray_rows(ray: dict[str, Any] | None, skipped: str | None) -> list[Row]:
-    """The Ray rows. As for Slurm and SSH, the verdict compares means (samples are quantized to the poll schedule).
-    Fewer than 5 runs (--quick) give no verdict."""
-    metric = "Ray: our step vs bare Jobs API"
-    if ray is None:
-        return [Row(metric, None, RAY_TARGET, None, skipped or "", unit="x")]
-    keys = ("bare", "entrypoint", "python", "step", "remote", "inproc")
-    med = {k: statistics.median(ray[k]) for k in keys}
-    mean = {k: statistics.fmean(ray[k]) for k in keys}
-    base, med_base = mean["bare"] + mean["entrypoint"], med["bare"] + med["entrypoint"]
-    n = ray["runs"]
-    return [
-        Row(metric, mean["step"] / base, RAY_TARGET if n >= 5 else None, None,
-            ("too few runs for a verdict; " if n < 5 else "") + f"means of {n}: step duration as recorded / "
-            f"(bare + entrypoint) = {_fmt(mean['step'])} / {_fmt(base)}; ratio of medians "
-            f"{med['step'] / med_base:.2f}×", unit="x"),
-        Row("  Ray: our extra time over bare + entrypoint", mean["step"] - base, None, None,
-            f"means; medians: {_fmt(med['step'] - med_base)}"),
-        Row("  Ray: bare submit_job + get_job_status poll", med["bare"], None, None,
-            f"`python -c pass` job, submit → noticed done; median of {n} (mean {_fmt(mean['bare'])}, "
-            f"min {_fmt(min(ray['bare']))})"),
-        Row("  Ray: entrypoint's own cost", med["entrypoint"], None, None,
-            f"python -m conveyor.entrypoints.step_operator, no Ray; median of {n} "
-            f"(`python -c pass` alone: {_fmt(med['python'])})"),
-        Row("  Ray: our step, duration as recorded", med["step"], None, None,
-            f"poll_interval={RAY_POLL_INTERVAL:g}; median of {n} (mean {_fmt(mean['step'])}, "
-            f"min {_fmt(min(ray['step']))})"),
-        Row("  Ray: pipeline wall, minus in process", med["remote"] - med["inproc"], None, None,
-            f"medians: {_fmt(med['remote'])} on Ray − {_fmt(med['inproc'])} in process "
-            f"(means: {_fmt(mean['remote'] - mean['inproc'])})"),
-    ]
+    """The Ray rows."""
+    return backend_rows(ray, skipped, backend="Ray", metric="Ray: our step vs bare Jobs API", target=RAY_TARGET,
+                        base="bare + entrypoint", bare="bare submit_job + get_job_status poll",
+                        bare_note="`python -c pass` job, submit → noticed done",
+                        entry_note="python -m conveyor.entrypoints.step_operator, no Ray",
+                        poll_interval=RAY_POLL_INTERVAL, where="on Ray")
 
 
 # -- output ---------------------------------------------------------------------------------------
