@@ -121,12 +121,12 @@ def ray_backend(request: Any) -> Backend:
 
 #: what each backend can show; a test that needs a capability runs only where it exists
 CAPABILITIES: dict[str, set[str]] = {
-    "local": {"memory_enforced"},
+    "local": {"memory_enforced", "resume"},
     "fault": {"never_starts", "memory_enforced"},
-    "slurm": {"never_starts", "memory_enforced"},
-    "ssh": {"never_starts", "memory_enforced"},
+    "slurm": {"never_starts", "memory_enforced", "resume"},
+    "ssh": {"never_starts", "memory_enforced", "resume"},
     # Ray enforces no `memory` (a scheduling hint) and cannot stop a job still pending: docs/step_operators/ray.md
-    "ray": set(),
+    "ray": {"resume"},
 }
 
 BACKENDS: dict[str, Callable[[Any], Backend]] = {

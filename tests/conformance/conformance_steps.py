@@ -68,3 +68,20 @@ def flaky(counter: str) -> int:
     if attempts < 2:
         raise ConnectionError("transient failure on the first attempt")
     return attempts
+
+
+@step
+def gated(gate: str, counter: str) -> int:
+    """Records each start, then waits for the test to open the gate: a step that is surely mid-run when killed."""
+    with open(counter, "a") as fh:
+        fh.write("started\n")
+    print("gated", flush=True)
+    deadline = time.time() + 120
+    while not Path(gate).exists() and time.time() < deadline:
+        time.sleep(0.05)
+    return len(Path(counter).read_text().splitlines())
+
+
+@step
+def times_ten(value: int) -> int:
+    return value * 10

@@ -231,6 +231,62 @@ def test_retries_resubmit_the_job(backend: Backend, tmp_path: Path) -> None:
     assert step_run.submission["job_name"].endswith("-2")
 
 
+RESUMABLE = textwrap.dedent('''
+    import sys
+    sys.path.insert(0, {here!r})
+    from conveyor import pipeline
+    from conformance_steps import gated, numbers, times_ten
+
+    @pipeline(enable_cache=False)
+    def resumable():
+        numbers(3)
+        times_ten(gated.with_options(step_operator={operator!r})({gate!r}, {counter!r}))
+
+    if __name__ == "__main__":
+        resumable()
+''')
+
+
+@pytest.mark.needs("resume")
+def test_resume_after_the_orchestrator_is_killed_reattaches_to_the_running_job(
+        backend: Backend, project: Path, tmp_path: Path, conveyor_cli) -> None:
+    gate, counter = tmp_path / "gate", tmp_path / "starts"
+    script = project / "resumable.py"
+    script.write_text(RESUMABLE.format(here=str(HERE), operator=backend.operator, gate=str(gate), counter=str(counter)))
+    proc = subprocess.Popen([sys.executable, str(script)], cwd=project, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, env={**os.environ, "CONVEYOR_QUIET": "1"})
+    client = Client()
+
+    def mid_run() -> bool:
+        runs = client.list_pipeline_runs()
+        step_run = client.get_pipeline_run(runs[0].id).steps["gated"] if runs else None
+        return step_run is not None and "gated" in step_run.logs() and \
+            (step_run.submission or {}).get("data", {}).get("state") != "submitting"
+
+    _wait_for(mid_run, what="the gated step to run on the backend")
+    run_id = client.list_pipeline_runs()[0].id
+    before = client.get_pipeline_run(run_id)
+    proc.kill()  # SIGKILL: no handler runs, nothing is cleaned up
+    proc.wait(timeout=30)
+    listed = conveyor_cli("run", "list").stdout
+    assert "abandoned" in listed, listed
+    opener = threading.Timer(2.0, lambda: gate.write_text("go"))  # the job is still running when resume attaches
+    opener.start()
+    try:
+        result = conveyor_cli("run", "resume", run_id, timeout=300)
+    finally:
+        opener.cancel()
+    assert "1 of 3 step(s) already done" in result.stdout, result.stdout
+    final = client.get_pipeline_run(run_id)
+    assert final.status == "completed", final
+    gated_run = final.steps["gated"]
+    assert counter.read_text().splitlines() == ["started"], "the job was submitted twice"
+    assert gated_run.attempt == 1 and gated_run.submission == before.steps["gated"].submission
+    assert final.steps["times_ten"].outputs["output"].load() == 10
+    assert final.steps["numbers"].end_time == before.steps["numbers"].end_time, "a finished step ran again"
+    assert backend.leftovers(gated_run) == []
+
+
 def _normalize(value, project: Path):
     text = json.dumps(value, indent=2, sort_keys=True)
     for old, new in ((str(project), "<project>"), (sys.executable, "<python>"), (str(HERE), "<conformance>")):

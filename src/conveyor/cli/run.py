@@ -3,46 +3,22 @@
 from __future__ import annotations
 
 import codecs
-import socket
 import sys
 import time
-from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 import click
 
 from conveyor.cli._common import fail, fmt_duration, fmt_time, get_ctx, note, say, show, table, utcnow
+from conveyor.execution.liveness import orchestrator_alive, shown_status
 
 if TYPE_CHECKING:
     from conveyor.artifacts.store import ArtifactStore
     from conveyor.client import PipelineRun, StepRunView
     from conveyor.context import Context
 
-#: A running run whose orchestrator has not marked it for this long is abandoned (it beats every 5 s).
-HEARTBEAT_STALE = timedelta(seconds=30)
 STEP_ACTIVE = ("pending", "running")
 STATUSES = ("running", "completed", "failed", "stopped", "abandoned")
-
-
-# -- liveness --------------------------------------------------------------------------------------------
-def orchestrator_alive(host: str | None, pid: int | None, heartbeat: Any) -> bool:
-    """False when the run's process is dead on this host or has not beaten for 30 s."""
-    from conveyor.utils.procs import alive
-
-    if host == socket.gethostname() and pid and not alive(int(pid)):
-        return False
-    return heartbeat is not None and utcnow() - heartbeat < HEARTBEAT_STALE
-
-
-def shown_status(run: Any) -> str:
-    """The stored status, except that a `running` run nobody is running any more shows as `abandoned`."""
-    status = run.status if not isinstance(run, dict) else run["status"]
-    if status != "running":
-        return status
-    get = run.get if isinstance(run, dict) else lambda k: getattr(run, k)
-    return "running" if orchestrator_alive(get("host"), get("pid"), get("heartbeat")) else "abandoned"
-
-
 _STYLES = {"completed": "green", "cached": "cyan", "running": "yellow", "pending": "dim", "failed": "red",
            "stopped": "magenta", "skipped": "dim", "abandoned": "bold red"}
 
@@ -394,3 +370,31 @@ def stop(run_ref: str, wait_s: float) -> None:
         t.add_row(_esc(name), styled(s.status), _esc(where(s)))
     show(t)
     say(f"Run {final.name} is {final.status}.", style="green" if final.status == "stopped" else None)
+
+
+# -- resume ----------------------------------------------------------------------------------------------
+@run.command("resume")
+@click.argument("run_ref", metavar="RUN")
+def resume(run_ref: str) -> None:
+    """Finish run RUN after its orchestrator died (an `abandoned` run), failed or was stopped.
+
+    Completed and cached steps are not run again. A step whose backend job is still known is followed
+    through its submission receipt, never submitted twice; a step whose job is gone, and every step
+    that had not finished, runs again as a new attempt. Runs in this shell, like the original run.
+
+    \b
+    Example:
+      conveyor run resume my_pipeline-20250101-120000-ab12
+    """
+    from conveyor.exceptions import RunFailedError
+    from conveyor.execution.resume import resume_run
+
+    ctx = get_ctx()
+    r = _get_run(ctx, run_ref)
+    done = [n for n, s in r.steps.items() if s.status in ("completed", "cached")]
+    say(f"Resuming run {r.name} ({shown_status(r)}): {len(done)} of {len(r.steps)} step(s) already done.")
+    try:
+        final = resume_run(r.id)
+    except RunFailedError as err:
+        fail(str(err))
+    say(f"Run {final.name} is {final.status}.", style="green")

@@ -56,6 +56,10 @@ class RunState:
     outputs: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
     statuses: dict[str, str] = field(default_factory=dict)
     in_process_threads: dict[str, int] = field(default_factory=dict)
+    #: on resume: step name -> {"attempt": n, "submission": receipt} of a backend job to follow, not resubmit
+    reattach: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: on resume: step name -> attempts already made, so new attempts get new directories
+    previous_attempts: dict[str, int] = field(default_factory=dict)
 
 
 class _Failure(Exception):
@@ -123,7 +127,8 @@ class StepLauncher:
         inputs = {arg: self.s.outputs[src["step"]][src["output"]] for arg, src in self.spec["inputs"].items()}
         input_ids = {arg: a["id"] for arg, a in inputs.items()}
         key = cache_key(self.spec, input_ids)
-        if self.spec["enable_cache"]:
+        reattach = self.s.reattach.pop(self.name, None)
+        if self.spec["enable_cache"] and reattach is None:  # a job still running is followed, never abandoned
             hit = self.s.store.find_cached(key)
             if hit is not None and set(hit["outputs"]) == set(self.spec["outputs"]):
                 ts = now()
@@ -136,10 +141,14 @@ class StepLauncher:
         operator = self.s.stack.step_operator(self.resolved.operator) if self.resolved.operator else None
         infra_budget = operator.config.infrastructure_retries if operator is not None else 0
         user_retries = infra_retries = 0
-        attempt = 0
+        attempt = self.s.previous_attempts.get(self.name, 0)
         started = now()
         while True:
-            attempt += 1
+            receipt = None
+            if reattach is not None:
+                attempt, receipt, reattach = reattach["attempt"], reattach["submission"], None
+            else:
+                attempt += 1
             self.s.store.update_step_run(self.step_run_id, status="running", attempt=attempt, start_time=started,
                                          cache_key=key, error=None, failure_kind=None, traceback=None)
             self.s.display.update(self.name, "running", f"attempt {attempt}" if attempt > 1 else "")
@@ -149,11 +158,15 @@ class StepLauncher:
                 if operator is None:
                     metas = self._run_in_process(inputs, outputs, attempt_uri)
                 else:
-                    metas = self._run_with_operator(operator, attempt, attempt_uri, inputs, outputs)
+                    metas = self._run_with_operator(operator, attempt, attempt_uri, inputs, outputs, receipt)
             except _Failure as failure:
                 if failure.kind == "stopped" or self.s.stop_event.is_set() or self.s.store.stop_requested(self.s.run_id):
                     self._finish_failed("stopped", failure, input_ids)
                     raise StepFailedError(self.name, failure.message, failure.traceback, "stopped") from None
+                if failure.kind == "infrastructure" and receipt is not None:
+                    # the job we were to re-attach to is gone (or died with its orchestrator): submit it anew
+                    self.s.display.update(self.name, "running", f"re-submitting: {failure.message}")
+                    continue
                 if failure.kind == "infrastructure" and infra_retries < infra_budget:
                     infra_retries += 1
                     self.s.display.update(self.name, "running", f"infrastructure failure, re-submitting: {failure.message}")
@@ -280,11 +293,17 @@ class StepLauncher:
         }
 
     def _run_with_operator(self, operator: "BaseStepOperator", attempt: int, attempt_uri: str,
-                           inputs: dict[str, dict[str, Any]], outputs: dict[str, dict[str, str]]) -> dict[str, dict[str, Any]]:
+                           inputs: dict[str, dict[str, Any]], outputs: dict[str, dict[str, str]],
+                           receipt: dict[str, Any] | None = None) -> dict[str, dict[str, Any]]:
         from conveyor.step_operators.info import Submission
 
         info = self.build_info(operator, attempt, attempt_uri)
         log_uri = f"{attempt_uri}/logs.txt"
+        if receipt is not None:  # resume: follow the job an earlier orchestrator submitted
+            submission = Submission.from_json(receipt)
+            self.s.display.update(self.name, "running", f"re-attached to job {submission.job_name}")
+            report, reason = self._wait(operator, submission, info, log_uri)
+            return self._outcome(operator, report, reason, info)
         spec = self.job_spec(info, inputs, outputs, None if operator.streams_logs else log_uri)
         if operator.needs_code_archive and spec["source"].get("code_root"):
             from conveyor.execution.code_archive import upload

@@ -220,6 +220,30 @@ def build_snapshot(compilation: Compilation, *, pipeline_settings: dict[str, dic
                     MappingProxyType({n: compilation.invocations[n].step for n in order}))
 
 
+class StoredStep:
+    """A step known only from a stored snapshot (resume): its function is imported on first use."""
+
+    def __init__(self, source: Mapping[str, Any]) -> None:
+        self._source = thaw(source)
+        self._entrypoint: Any = None
+
+    @property
+    def entrypoint(self) -> Any:
+        if self._entrypoint is None:
+            from conveyor.pipelines.source import load_step_function
+
+            self._entrypoint = load_step_function(self._source)
+        return self._entrypoint
+
+
+def snapshot_from_spec(spec: Mapping[str, Any], spec_hash: str) -> Snapshot:
+    """The snapshot a stored run was compiled to, without the pipeline's source code at hand."""
+    frozen = _freeze(thaw(spec))
+    order = tuple(frozen["order"])
+    return Snapshot(frozen["pipeline"], frozen, spec_hash, order,
+                    MappingProxyType({n: StoredStep(frozen["steps"][n]["source"]) for n in order}))
+
+
 def thaw(value: Any) -> Any:
     """A plain JSON-able copy of a frozen spec."""
     if isinstance(value, Mapping):

@@ -266,6 +266,18 @@ class MetadataStore:
         with self.write() as c:
             c.execute(sa.update(t.runs).where(t.runs.c.id == run_id).values(**fields))
 
+    def claim_run(self, run_id: str, *, previous: tuple[Any, Any], host: str, pid: int) -> bool:
+        """Make this process the run's orchestrator, unless another one claimed it since `previous` was read."""
+        old_pid, old_beat = previous
+        ts = now()
+        with self.write() as c:
+            cond = [t.runs.c.id == run_id,
+                    t.runs.c.pid.is_(None) if old_pid is None else t.runs.c.pid == old_pid,
+                    t.runs.c.heartbeat.is_(None) if old_beat is None else t.runs.c.heartbeat == old_beat]
+            return bool(c.execute(sa.update(t.runs).where(*cond).values(
+                status="running", host=host, pid=pid, heartbeat=ts, stop_requested=False, end_time=None,
+                error=None)).rowcount)
+
     def update_step_run(self, step_run_id: str, **fields: Any) -> None:
         with self.write() as c:
             c.execute(sa.update(t.step_runs).where(t.step_runs.c.id == step_run_id).values(**fields))
@@ -329,6 +341,8 @@ class MetadataStore:
         with self.write() as c:
             if new_artifacts:
                 c.execute(sa.insert(t.artifacts), [{**a, "created": now(), "producer_step_run_id": step_run_id} for a in new_artifacts])
+            # a resumed run finishes a step again: its links from the failed attempt give way
+            c.execute(sa.delete(t.step_run_artifacts).where(t.step_run_artifacts.c.step_run_id == step_run_id))
             links = [{"step_run_id": step_run_id, "direction": "input", "name": n, "artifact_id": a} for n, a in inputs.items()]
             links += [{"step_run_id": step_run_id, "direction": "output", "name": n, "artifact_id": a["id"]} for n, a in outputs.items()]
             if links:

@@ -58,6 +58,8 @@ class LocalOrchestrator(BaseOrchestrator):
         state = RunState(display=display, **run)
         capture.install()
         display.start()
+        for name, done in state.statuses.items():  # a resumed run's finished steps
+            display.update(name, done, "from the earlier attempt")
         previous = self._install_sigterm()
         status = "failed"
         try:
@@ -95,7 +97,7 @@ class LocalOrchestrator(BaseOrchestrator):
 
         snapshot = state.snapshot
         upstream = {n: list(snapshot.step_spec(n)["upstream"]) for n in snapshot.order}
-        waiting = list(snapshot.order)
+        waiting = [n for n in snapshot.order if state.statuses.get(n) not in DONE_OK]
         running: dict[Future[str], str] = {}
         failures: list[StepFailedError] = []
         last_beat = last_stop_check = time.monotonic()

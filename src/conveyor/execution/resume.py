@@ -1,0 +1,79 @@
+"""`conveyor run resume`: finish a run whose orchestrator died, failed or was stopped, without redoing work.
+
+Finished steps keep their outputs; a step whose backend job is still known is followed through its receipt
+(never submitted twice); everything else runs again as a new attempt.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from typing import TYPE_CHECKING, Any
+
+from conveyor.exceptions import ConveyorError
+
+if TYPE_CHECKING:
+    from conveyor.client import PipelineRun
+
+DONE = ("completed", "cached")
+
+
+class ResumeError(ConveyorError):
+    pass
+
+
+def resume_run(run_ref: str) -> "PipelineRun":
+    from conveyor.client import Client
+    from conveyor.context import get_context
+    from conveyor.exceptions import RunFailedError
+    from conveyor.execution.liveness import orchestrator_alive
+    from conveyor.execution.run import resolve_steps
+    from conveyor.pipelines.compiler import snapshot_from_spec
+
+    ctx = get_context()
+    store = ctx.store
+    row = store.find_run(run_ref)
+    if row is None:
+        raise ResumeError(f"no run {run_ref!r}: see `conveyor run list`")
+    name = row["name"]
+    if row["status"] == "completed":
+        raise ResumeError(f"run {name} already completed: there is nothing to resume")
+    if row["status"] == "running" and orchestrator_alive(row["host"], row["pid"], row["heartbeat"]):
+        raise ResumeError(f"run {name} is still running (pid {row['pid']} on {row['host']}): wait for it, or "
+                          f"`conveyor run stop {name}` first")
+    stored = store.get_snapshot(row["snapshot_id"])
+    snapshot = snapshot_from_spec(stored["spec"], stored["spec_hash"])
+    stack = ctx.load_stack(row["stack_name"])
+    resolved = resolve_steps(snapshot, stack)
+    step_rows = {s["name"]: s for s in store.step_runs(row["id"])}
+    statuses, outputs, reattach, attempts = _plan(store, step_rows)
+    if not store.claim_run(row["id"], previous=(row["pid"], row["heartbeat"]), host=socket.gethostname(),
+                           pid=os.getpid()):
+        raise ResumeError(f"run {name} was resumed by another process at the same moment")
+    failures = stack.orchestrator.run(
+        store=store, artifacts=stack.artifact_store.artifact_store(), stack=stack, snapshot=snapshot,
+        run_id=row["id"], run_name=name, step_ids={n: s["id"] for n, s in step_rows.items()}, resolved=resolved,
+        statuses=statuses, outputs=outputs, reattach=reattach, previous_attempts=attempts)
+    run = Client(ctx).get_pipeline_run(row["id"])
+    if failures:
+        raise RunFailedError(run, failures)
+    return run
+
+
+def _plan(store: Any, step_rows: dict[str, dict[str, Any]]) -> tuple[dict[str, str], dict[str, dict[str, Any]],
+                                                                     dict[str, dict[str, Any]], dict[str, int]]:
+    """What is already done (with its outputs), which backend jobs to follow, and how many attempts each step made."""
+    done = {n: s for n, s in step_rows.items() if s["status"] in DONE}
+    outputs: dict[str, dict[str, Any]] = {n: {} for n in done}
+    by_id = {s["id"]: n for n, s in done.items()}
+    for link in store.step_run_artifacts(list(by_id)):
+        if link["direction"] == "output":
+            outputs[by_id[link["step_run_id"]]][link["name"]] = link
+    reattach = {}
+    for n, s in step_rows.items():
+        receipt = s["submission"] or {}
+        if (s["status"] == "running" and s["operator"] and receipt
+                and (receipt.get("data") or {}).get("state") != "submitting"):
+            reattach[n] = {"attempt": s["attempt"], "submission": receipt}
+    attempts = {n: s["attempt"] or 0 for n, s in step_rows.items()}
+    return {n: s["status"] for n, s in done.items()}, outputs, reattach, attempts
