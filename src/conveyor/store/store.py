@@ -14,6 +14,10 @@ from conveyor.exceptions import StackError
 from conveyor.store import schema as t
 
 
+#: any fixed 64-bit number, the same in every Conveyor process: PostgreSQL's advisory lock around migrations
+MIGRATION_LOCK_KEY = 0x636F6E7665796F72  # "conveyor"
+
+
 def now() -> datetime:
     return datetime.now(timezone.utc).replace(tzinfo=None)
 
@@ -95,6 +99,10 @@ class MetadataStore:
         cfg = Config()
         cfg.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
         with self._write_engine.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                # processes starting at once against a new database: one migrates, the others wait and find it done
+                # (SQLite's writers are already serialised by BEGIN IMMEDIATE)
+                conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK_KEY})")
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, "head")
 
