@@ -15,7 +15,7 @@ PACKAGES=(
     munge          # Slurm's authentication daemon (munged); tests/fixtures/slurm.py
     openssh-server # sshd for the SSH step operator tests; tests/fixtures/sshd.py
     python3-venv   # the remote Python of the SSH tests (Debian's interpreter); tests/fixtures/sshd.py
-    # openjdk-17-jre-headless
+    openjdk-17-jre-headless # Java for spark-submit and the standalone master/worker; tests/fixtures/spark_cluster.py
 )
 
 is_installed() {

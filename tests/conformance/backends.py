@@ -119,6 +119,30 @@ def ray_backend(request: Any) -> Backend:
     return Backend("ray", "conform_ray", {"address": cluster.address, "poll_interval": 0.2}, leftovers, check_cpus)
 
 
+def spark_backend(request: Any) -> Backend:
+    if request.node.originalname == "test_dry_run_matches_the_golden_file":
+        # dry_run never connects; the live master's ports change every session
+        return Backend("spark", "conform_spark", {"master": "spark://spark-master.example:7077"},
+                       lambda step_run: [], check_local_cpus)
+    cluster = request.getfixturevalue("spark_cluster")
+
+    def leftovers(step_run: StepRunView) -> list[str]:
+        data = (step_run.submission or {}).get("data") or {}
+        left = [f"Spark application {a['id']} (still running)" for a in cluster.apps_named(data.get("app_name", ""))
+                if a["active"]]
+        pid = data.get("pid")
+        if pid is not None and alive(int(pid)):
+            left.append(f"spark-submit pid {pid} (from the receipt)")
+        return left + [f"pid {p} (carries the step run id)" for p in pids_with_marker(f"--step_run_id {step_run.id}")]
+
+    def check_cpus(seen: dict[str, Any]) -> None:
+        # The step is the driver, on this machine (client mode), unpinned: its thread pools get OMP_NUM_THREADS=1.
+        # The executors' size (spark.executor.cores=1) is checked on the master in test_spark_operator.py.
+        assert seen["omp"] == "1", seen
+
+    return Backend("spark", "conform_spark", cluster.operator_config, leftovers, check_cpus)
+
+
 #: what each backend can show; a test that needs a capability runs only where it exists
 CAPABILITIES: dict[str, set[str]] = {
     "local": {"memory_enforced", "resume"},
@@ -127,6 +151,10 @@ CAPABILITIES: dict[str, set[str]] = {
     "ssh": {"never_starts", "memory_enforced", "resume"},
     # Ray enforces no `memory` (a scheduling hint) and cannot stop a job still pending: docs/step_operators/ray.md
     "ray": {"resume"},
+    # Spark enforces no `memory` on the step: the step is the driver's Python process, which no Spark setting
+    # limits (spark.driver.memory sizes the driver JVM's heap, spark.executor.memory the executors'); and a client
+    # mode driver starts at once, there is no queue to wait in: docs/step_operators/spark.md
+    "spark": {"resume"},
 }
 
 BACKENDS: dict[str, Callable[[Any], Backend]] = {
@@ -137,4 +165,5 @@ BACKENDS: dict[str, Callable[[Any], Backend]] = {
     "slurm": slurm_backend,
     "ssh": ssh_backend,
     "ray": ray_backend,
+    "spark": spark_backend,
 }
