@@ -15,6 +15,10 @@ PACKAGES=(
     munge          # Slurm's authentication daemon (munged); tests/fixtures/slurm.py
     openssh-server # sshd for the SSH step operator tests; tests/fixtures/sshd.py
     python3-venv   # the remote Python of the SSH tests (Debian's interpreter); tests/fixtures/sshd.py
+    podman         # Docker-compatible engine for the Docker step operator tests; tests/fixtures/podman.py
+    runc           # podman's OCI runtime here (crun's defaults fail); tests/fixtures/podman.py
+    debootstrap    # builds the base image offline from the apt mirror; tests/fixtures/podman.py
+    catatonit      # podman's init process (containers run with init=True); tests/fixtures/podman.py
     openjdk-17-jre-headless # Java for spark-submit and the standalone master/worker; tests/fixtures/spark_cluster.py
 )
 

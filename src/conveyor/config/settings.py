@@ -10,16 +10,17 @@ from conveyor.config.base import BaseSettings, validate_strict
 from conveyor.config.resources import ResourceSettings
 from conveyor.config.merge import merge_settings
 from conveyor.exceptions import ConfigError
+from conveyor.images.settings import SETTINGS_KEY as DOCKER, DockerSettings
 
-__all__ = ["merge_settings", "normalize_settings", "operator_settings", "resource_settings"]
+__all__ = ["docker_settings", "merge_settings", "normalize_settings", "operator_settings", "resource_settings"]
 
 if TYPE_CHECKING:
     from conveyor.stack.flavor import Flavor
 
 RESOURCES = "resources"
 STEP_OPERATOR = "step_operator"
-STATIC_KEYS: dict[str, type[BaseSettings]] = {RESOURCES: ResourceSettings}
-VALID_KEYS_TEXT = '"resources", "step_operator", "step_operator.<flavor>"'
+STATIC_KEYS: dict[str, type[BaseSettings]] = {RESOURCES: ResourceSettings, DOCKER: DockerSettings}
+VALID_KEYS_TEXT = '"resources", "docker", "step_operator", "step_operator.<flavor>"'
 
 SettingsInput = Mapping[str, BaseSettings | Mapping[str, Any]]
 
@@ -52,6 +53,11 @@ def normalize_settings(settings: SettingsInput | None, where: str) -> dict[str, 
 
 def resource_settings(settings: Mapping[str, dict[str, Any]]) -> ResourceSettings:
     return ResourceSettings.model_validate(settings.get(RESOURCES, {}))
+
+
+def docker_settings(settings: Mapping[str, dict[str, Any]]) -> DockerSettings:
+    """The step's image spec (pipeline-level "docker" settings already merged under the step's)."""
+    return DockerSettings.model_validate(settings.get(DOCKER, {}))
 
 
 def operator_settings(settings: Mapping[str, dict[str, Any]], flavor: "Flavor", where: str) -> BaseSettings | None:
