@@ -28,6 +28,7 @@ BUILTIN_FLAVORS: dict[ComponentType, dict[str, str]] = {
         "slurm": "conveyor.step_operators.slurm.flavor:SlurmStepOperatorFlavor",
         "ssh": "conveyor.step_operators.ssh.flavor:SSHStepOperatorFlavor",
         "ray": "conveyor.step_operators.ray.flavor:RayStepOperatorFlavor",
+        "spark": "conveyor.step_operators.spark.flavor:SparkStepOperatorFlavor",
         "kubernetes": "conveyor.step_operators.kubernetes.flavor:KubernetesStepOperatorFlavor",
     },
 }
