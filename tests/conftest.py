@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 pytest_plugins = ["fixtures.postgres", "fixtures.sshd", "fixtures.slurm", "fixtures.moto_s3", "fixtures.ray_cluster",
+                  "fixtures.kube_emulator",
                   "fixtures.podman", "fixtures.spark_cluster"]
 
 TESTS_DIR = Path(__file__).parent

@@ -226,3 +226,190 @@ def test_importing_the_flavor_loads_no_kubernetes_client() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={**os.environ}).stdout.strip()
     assert out == "False"
+
+
+# -- lifecycle on the emulated API server, pods run by the Podman kubelet -----------------------------------
+from conveyor import Client  # noqa: E402
+from conveyor.exceptions import RunFailedError  # noqa: E402
+from conveyor.step_operators.info import Submission  # noqa: E402
+from kubernetes_steps import double, hog, make, nap, remote_sum  # noqa: E402
+
+
+@pytest.fixture
+def k8s(kube_cluster, podman_step_image: str, tmp_path: Path) -> Any:
+    """A `k8s` operator on the emulated cluster; the test's tmp_path (holding the project and its local artifact
+    store) is mounted into every pod."""
+    _register(kube_cluster, podman_step_image)
+    kube_cluster.step_image = podman_step_image
+    return kube_cluster
+
+
+def _register(cluster: Any, image: str, **extra: Any) -> None:
+    from testkit import add_step_operator
+
+    add_step_operator("k8s", "kubernetes", kubeconfig=str(cluster.kubeconfig), image=image, poll_interval=0.2,
+                      mount_local_artifact_store=True, stop_timeout=30, **extra)
+
+
+def _job_of(cluster: Any, step_run: Any) -> dict[str, Any] | None:
+    name = step_run.submission["data"]["job"]
+    return next((j for j in cluster.jobs() if j["metadata"]["name"] == name), None)
+
+
+def test_a_step_runs_as_a_job_and_its_outputs_reach_the_next_step(k8s: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from conveyor.execution import launcher
+
+    token = "tok-81f2-secret"
+    real = launcher.entrypoint_request
+
+    def with_token(info: Any, store: Any) -> Any:  # stands in for an artifact store credential
+        command, env = real(info, store)
+        return command, {**env, "API_TOKEN": token}
+
+    monkeypatch.setattr(launcher, "entrypoint_request", with_token)
+
+    @pipeline(enable_cache=False)
+    def p():
+        total, seen = remote_sum.with_options(step_operator="k8s", settings={
+            "resources": {"cpu_count": 1, "memory": "300MiB"}})(make(5))
+        double(total)
+
+    run = p()
+    step_run = run.steps["remote_sum"]
+    assert step_run.status == "completed"
+    assert step_run.outputs["output_0"].load() == 10 and step_run.outputs["output_1"].load() == token
+    assert run.steps["double"].outputs["output"].load() == 20
+    assert "summing 5 values" in step_run.logs()
+    job = _job_of(k8s, step_run)
+    assert job is not None and job["spec"]["backoffLimit"] == 0
+    container = job["spec"]["template"]["spec"]["containers"][0]
+    assert token not in json.dumps(job)  # a secretKeyRef, never the value
+    env = {e["name"]: e for e in container["env"]}
+    secret = env["API_TOKEN"]["valueFrom"]["secretKeyRef"]["name"]
+    assert secret not in {s["metadata"]["name"] for s in k8s.secrets()}, "the per-job Secret outlived the step"
+    pod_run = next(r for r in k8s.runs.values() if r.job == job["metadata"]["name"])
+    assert pod_run.create_kwargs["mem_limit"] == 300 * 2**20 and pod_run.create_kwargs["nano_cpus"] == 10**9
+    assert pod_run.exit_code == 0
+
+
+def test_an_oom_killed_pod_is_a_memory_failure_with_advice(k8s: Any) -> None:
+    @pipeline(enable_cache=False)
+    def p():
+        hog.with_options(step_operator="k8s", settings={"resources": {"memory": "150MB"}})(megabytes=500)
+
+    with pytest.raises(RunFailedError) as info:
+        p()
+    step_run = info.value.run.steps["hog"]
+    assert step_run.failure_kind == "memory", step_run.error
+    assert "killed for memory: raise ResourceSettings(memory=...)" in step_run.error
+    assert "OOM-killed" in step_run.error
+
+
+def test_an_image_that_cannot_be_pulled_fails_at_once(k8s: Any) -> None:
+    import time as _time
+
+    @pipeline(enable_cache=False)
+    def p():
+        nap.with_options(step_operator="k8s", settings={
+            "step_operator.kubernetes": {"image": "localhost/conveyor-test/no-such-image:0"}})(seconds=1)
+
+    started = _time.monotonic()
+    with pytest.raises(RunFailedError) as info:
+        p()
+    step_run = info.value.run.steps["nap"]
+    assert step_run.failure_kind == "pending", step_run.error
+    assert "ErrImagePull" in step_run.error or "ImagePullBackOff" in step_run.error
+    assert _time.monotonic() - started < 20
+    assert _job_of(k8s, step_run) is None  # taken away, not left pending
+
+
+def test_an_unschedulable_pod_fails_after_the_pending_timeout(k8s: Any) -> None:
+    _register(k8s, k8s.step_image, pending_timeout="2s", check_node_resources=False)
+
+    @pipeline(enable_cache=False)
+    def p():
+        nap.with_options(step_operator="k8s", settings={"resources": {"gpu_count": 1}})(seconds=1)
+
+    with pytest.raises(RunFailedError) as info:
+        p()
+    step_run = info.value.run.steps["nap"]
+    assert step_run.failure_kind == "pending", step_run.error
+    assert "Unschedulable" in step_run.error and "Insufficient nvidia.com/gpu" in step_run.error
+    assert _job_of(k8s, step_run) is None
+    assert k8s.containers(step_run.id, all=True) == []  # never ran
+
+
+def test_a_gpu_request_no_node_can_hold_is_refused_before_submission(k8s: Any) -> None:
+    from conveyor.exceptions import ResourceUnavailableError
+
+    @pipeline(enable_cache=False)
+    def p():
+        nap.with_options(step_operator="k8s", settings={"resources": {"gpu_count": 1}})(seconds=1)
+
+    with pytest.raises(ResourceUnavailableError, match="gpu_count=1"):
+        p()
+    assert Client().list_pipeline_runs() == []
+
+
+def _operator_and_info(tmp_path: Path) -> tuple[Any, Any]:
+    @pipeline(enable_cache=False)
+    def p():
+        nap.with_options(step_operator="k8s")(seconds=1)
+
+    stack = get_context().load_stack()
+    operator = stack.step_operator("k8s")
+    attempt = tmp_path / "project" / ".conveyor" / "artifacts" / "runs" / "r1" / "steps" / "nap" / "attempt-1"
+    attempt.mkdir(parents=True, exist_ok=True)
+    info = build_step_info(stack, p.compile(), "nap", operator, run_id="r1", run_name="r1",
+                           step_run_id=os.urandom(8).hex() * 2, attempt=1, attempt_uri=str(attempt))
+    return operator, info
+
+
+def _wait(predicate: Any, timeout: float = 60, what: str = "condition") -> None:
+    import time as _time
+
+    deadline = _time.monotonic() + timeout
+    while _time.monotonic() < deadline:
+        if predicate():
+            return
+        _time.sleep(0.1)
+    raise AssertionError(f"{what} not reached within {timeout:g}s")
+
+
+def test_cancel_deletes_the_job_in_the_foreground_and_the_container_is_gone(k8s: Any, tmp_path: Path) -> None:
+    operator, info = _operator_and_info(tmp_path)
+    sleeper = ["python3", "-c", "import time; print('sleeping', flush=True); time.sleep(300)"]
+    submission = operator.submit(info, sleeper, {"CONVEYOR_STEP_NAME": "nap", "SECRET_THING": "x"})
+    _wait(lambda: operator.get_status(submission).state == "running", what="the pod to run")
+    _wait(lambda: k8s.containers(info.step_run_id) != [], what="the container to run")
+    logs = operator.logs(submission, follow=True)
+    assert "sleeping" in next(logs)
+    operator.cancel(submission)
+    assert {"resource": "jobs", "namespace": "default", "name": submission.data["job"],
+            "propagationPolicy": "Foreground"} in k8s.deletions
+    assert _job_of_name(k8s, submission.data["job"]) is None, "cancel returns once the Job is gone"
+    assert k8s.containers(info.step_run_id, all=True) == []
+    assert operator.get_status(submission).state == "cancelled"
+    assert submission.data["secret"] not in {s["metadata"]["name"] for s in k8s.secrets()}
+    operator.cancel(submission)  # idempotent
+    assert list(logs) == []
+
+
+def _job_of_name(cluster: Any, name: str) -> dict[str, Any] | None:
+    return next((j for j in cluster.jobs() if j["metadata"]["name"] == name), None)
+
+
+def test_a_restarted_orchestrator_reattaches_by_job_name_and_follows_from_the_receipt(k8s: Any, tmp_path: Path) -> None:
+    operator, info = _operator_and_info(tmp_path)
+    short = ["python3", "-c", "import time; time.sleep(2); print('done', flush=True)"]
+    first = operator.submit(info, short, {})
+    again = operator.submit(info, short, {})  # what a restarted orchestrator's launcher would do
+    assert again.data["reattached"] and not first.data["reattached"]
+    assert [j["metadata"]["name"] for j in k8s.jobs()].count(first.data["job"]) == 1
+    fresh = get_context().load_stack().step_operator("k8s")  # another process: nothing but the stored receipt
+    receipt = Submission.from_json(json.loads(json.dumps(first.to_json())))
+    _wait(lambda: fresh.get_status(receipt).terminal, what="the job to end")
+    assert fresh.get_status(receipt).state == "completed"
+    assert "done" in "".join(fresh.logs(receipt, follow=False))
+    assert len([r for r in k8s.runs.values() if r.job == first.data["job"]]) == 1, "the job ran twice"
+    fresh.cleanup(receipt)

@@ -50,6 +50,11 @@ def _status(err: BaseException) -> int | None:
     return getattr(err, "status", None)
 
 
+def _conditions(obj: Any) -> list[Any]:
+    """A Job's or Pod's status conditions (a just-created object may have no status yet)."""
+    return list((obj.status.conditions if obj.status is not None else None) or [])
+
+
 def _cpu(value: str) -> float:
     value = str(value)
     return int(value[:-1]) / 1000 if value.endswith("m") else float(value)
@@ -207,7 +212,7 @@ class KubernetesStepOperator(BaseStepOperator):
                 self._nodes = (time.monotonic(), None)
                 return None
             raise ResourceUnavailableError(f"cannot list the nodes of the Kubernetes cluster: {err}") from None
-        nodes = [{"name": n.metadata.name, **dict(n.status.allocatable or {})} for n in items
+        nodes = [{"name": n.metadata.name, **dict((n.status.allocatable if n.status else None) or {})} for n in items
                  if not (n.spec and n.spec.unschedulable)]
         self._nodes = (time.monotonic(), nodes)
         return nodes
@@ -321,7 +326,7 @@ class KubernetesStepOperator(BaseStepOperator):
     def _report(self, name: str, job: Any, pod: Any, data: dict[str, Any]) -> StatusReport:
         if job.metadata.deletion_timestamp:
             return StatusReport("cancelled", f"Job {name} is being deleted")
-        conditions = {c.type: c for c in (job.status.conditions or []) if c.status == "True"}
+        conditions = {c.type: c for c in _conditions(job) if c.status == "True"}
         if "Complete" in conditions:
             return StatusReport("completed", exit_code=0)
         failed = conditions.get("Failed")
@@ -338,7 +343,7 @@ class KubernetesStepOperator(BaseStepOperator):
             return StatusReport("failed", f"Job {name} failed ({failed.reason}): {failed.message or ''}".rstrip(": "))
         if pod is None:
             return StatusReport("queued", f"waiting for the pod of Job {name}")
-        return StatusReport("queued", f"pod {pod.metadata.name} is {pod.status.phase}")
+        return StatusReport("queued", f"pod {pod.metadata.name} is {pod.status.phase if pod.status else 'Pending'}")
 
     @staticmethod
     def _container(pod: Any) -> Any:
@@ -348,6 +353,8 @@ class KubernetesStepOperator(BaseStepOperator):
         return None
 
     def _pod_report(self, name: str, pod: Any) -> StatusReport | None:
+        if pod.status is None:
+            return None
         phase = pod.status.phase
         container = self._container(pod)
         state = container.state if container is not None else None
@@ -357,7 +364,7 @@ class KubernetesStepOperator(BaseStepOperator):
             if waiting is not None and waiting.reason in NEVER_STARTS:
                 return StatusReport("failed", f"pod {pod_name} of Job {name} can never start: {waiting.reason}: "
                                     f"{waiting.message or ''}".rstrip(": "), kind="pending")
-            for cond in pod.status.conditions or []:
+            for cond in _conditions(pod):
                 if cond.type == "PodScheduled" and cond.status == "False":
                     return StatusReport("queued", f"pod {pod_name} cannot be scheduled ({cond.reason}): {cond.message}")
             reason = waiting.reason if waiting is not None else "Pending"
@@ -389,7 +396,7 @@ class KubernetesStepOperator(BaseStepOperator):
         self._cancelled.add(name)
         try:
             job = batch.read_namespaced_job(name, ns)
-            conditions = {c.type for c in (job.status.conditions or []) if c.status == "True"}
+            conditions = {c.type for c in _conditions(job) if c.status == "True"}
             if not conditions & {"Complete", "Failed"}:
                 from kubernetes import client
 
@@ -404,7 +411,7 @@ class KubernetesStepOperator(BaseStepOperator):
         while time.monotonic() < deadline:
             try:
                 job = batch.read_namespaced_job(name, ns)
-                conditions = {c.type for c in (job.status.conditions or []) if c.status == "True"}
+                conditions = {c.type for c in _conditions(job) if c.status == "True"}
                 if conditions & {"Complete", "Failed"} and not job.metadata.deletion_timestamp:
                     break
             except Exception as err:  # noqa: BLE001
@@ -453,7 +460,7 @@ class KubernetesStepOperator(BaseStepOperator):
                 try:
                     job = batch.read_namespaced_job(name, ns)
                     asked[1] = any(c.status == "True" and c.type in ("Complete", "Failed")
-                                   for c in job.status.conditions or [])
+                                   for c in _conditions(job))
                 except Exception as err:  # noqa: BLE001
                     asked[1] = _status(err) == 404
             return bool(asked[1])
@@ -466,7 +473,7 @@ class KubernetesStepOperator(BaseStepOperator):
             except Exception:  # noqa: BLE001
                 pods = []
             pod = pods[-1] if pods else None
-            started = pod is not None and pod.status.phase != "Pending"
+            started = pod is not None and pod.status is not None and pod.status.phase not in (None, "Pending")
             if not started:
                 if done or not follow:
                     return
@@ -475,7 +482,9 @@ class KubernetesStepOperator(BaseStepOperator):
             pod_name = pod.metadata.name
             try:
                 if not follow or pod.status.phase in ("Succeeded", "Failed"):
-                    text = core.read_namespaced_pod_log(pod_name, ns, container=CONTAINER)
+                    # raw bytes: some client versions turn a plain-text body into "b'...'"
+                    raw = core.read_namespaced_pod_log(pod_name, ns, container=CONTAINER, _preload_content=False)
+                    text = raw.data.decode("utf-8", "replace")
                     if len(text) > sent:
                         yield text[sent:]
                     return
