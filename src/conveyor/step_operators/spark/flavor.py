@@ -18,20 +18,27 @@ SPARK_SIZE = re.compile(r"^\d+[kmgtp]?b?$", re.IGNORECASE)
 _LOCAL = re.compile(r"^local(\[(\*|\d+)(,\s*\d+)?\])?$")
 
 
+def mib(size: int) -> str:
+    """Bytes as whole MiB in Spark's syntax, rounded up ("489m")."""
+    return f"{max(1, -(-size // 2**20))}m"
+
+
 def spark_size(value: str | None, what: str) -> str | None:
-    """A size in Spark's syntax ("2g", "512m"); our own ("2GB", "1.5GiB") is converted to whole MiB ("2048m")."""
+    """A Spark setting's size as the JVM takes it: Spark's syntax keeps Spark's meaning ("3g", "3gb" = 3 GiB; a bare
+    number is MiB) and loses the `b` (-Xmx refuses "3gb"); our other forms ("1.5GiB", "2.5GB") become whole MiB."""
     if value is None:
         return None
     value = value.strip()
     if SPARK_SIZE.match(value):
-        return value.lower()
+        text = value.lower().removesuffix("b")
+        return text if text[-1] in "kmgtp" else f"{text}m"
     from conveyor.config.units import parse_memory
 
     try:
         size = parse_memory(value)
     except ValueError:
         raise ValueError(f"{what} {value!r}: give a size such as '2g', '512m' or '4GB'") from None
-    return f"{max(1, -(-size // 2**20))}m"
+    return mib(size)
 
 
 class SparkStepOperatorConfig(BaseStepOperatorConfig):

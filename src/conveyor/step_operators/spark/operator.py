@@ -33,7 +33,7 @@ from conveyor.exceptions import MEMORY_ADVICE, ResourceUnavailableError
 from conveyor.step_operators.base import BaseStepOperator
 from conveyor.step_operators.info import StatusReport, StepRunInfo, Submission
 from conveyor.step_operators.spark import MASTER_ENV
-from conveyor.step_operators.spark.flavor import SparkStepOperatorConfig, SparkStepOperatorSettings, spark_size
+from conveyor.step_operators.spark.flavor import SparkStepOperatorConfig, SparkStepOperatorSettings, mib
 from conveyor.utils.procs import alive, kill_group, pids_with_marker
 
 log = logging.getLogger(__name__)
@@ -155,8 +155,9 @@ class SparkStepOperator(BaseStepOperator):
         s = self._settings(info)
         out: dict[str, str] = {}
         cores = s.executor_cores or (math.ceil(r.cpu_count) if r.cpu_count is not None else None)
-        memory = s.executor_memory or spark_size(r.memory, "memory")
-        driver_memory = s.driver_memory or spark_size(r.memory, "memory")
+        from_resources = mib(r.memory_bytes) if r.memory_bytes is not None else None  # "512MB" is decimal: 489m
+        memory = s.executor_memory or from_resources
+        driver_memory = s.driver_memory or from_resources
         if s.num_executors is not None and self.standalone and cores is None:
             cores = 1  # standalone sizes an app by its total cores: N executors need a known size each
         if cores is not None:
@@ -456,19 +457,42 @@ class SparkStepOperator(BaseStepOperator):
         self._wait_app_gone(submission)
 
     def _wait_app_gone(self, submission: Submission) -> None:
-        """Wait (up to stop_timeout) until the master no longer lists the step's application as running."""
+        """Wait (up to stop_timeout) until the master has dropped the step's application and every worker has ended
+        its executors: the master marks the application finished first, and the workers kill executors after."""
         if not submission.data.get("webui"):
             return
         deadline = time.monotonic() + self.config.stop_timeout
-        while time.monotonic() < deadline:
+        app = self.find_app(submission)
+        while app is not None and app["active"] and time.monotonic() < deadline:
+            time.sleep(0.2)
             app = self.find_app(submission)
-            if app is None or not app["active"]:
-                if app is not None:
-                    submission.data["app_id"] = app.get("id")
+        if app is None:
+            return  # the step never made a Spark session: no application, no executors
+        submission.data["app_id"] = app.get("id")
+        while time.monotonic() < deadline:
+            if not app["active"] and not self._executors_left(submission, app.get("id")):
                 return
             time.sleep(0.2)
-        log.warning("Spark application %s is still listed as running on %s %.0fs after its driver was killed",
-                    submission.data.get("app_name"), submission.data.get("master"), self.config.stop_timeout)
+            app = self.find_app(submission) or app
+        log.warning("Spark application %s (%s) still has executors on %s %.0fs after its driver was killed",
+                    submission.data.get("app_name"), app.get("id"), submission.data.get("master"),
+                    self.config.stop_timeout)
+
+    def _executors_left(self, submission: Submission, app_id: str | None) -> list[str]:
+        """Executors of the application that a worker still runs (each worker's own `/json/`)."""
+        state = self.master_state(fresh=True, webui=submission.data.get("webui")) or {}
+        left = []
+        for worker in state.get("workers") or []:
+            url = worker.get("webuiaddress")
+            if not url or worker.get("state") != "ALIVE":
+                continue
+            try:
+                with urllib.request.urlopen(f"{url}/json/", timeout=5) as resp:  # noqa: S310 - the master's worker
+                    executors = json.load(resp).get("executors") or []
+            except (urllib.error.URLError, OSError, ValueError):
+                continue  # an unreachable worker: nothing to wait for that we could see
+            left += [f"{worker.get('id')}/{e.get('id')}" for e in executors if e.get("appid") == app_id]
+        return left
 
     def _kill_cluster_driver(self, submission: Submission) -> None:
         """Kubernetes cluster mode: the driver runs in a pod; `spark-submit --kill namespace:pod` deletes it."""
