@@ -143,6 +143,31 @@ def spark_backend(request: Any) -> Backend:
     return Backend("spark", "conform_spark", cluster.operator_config, leftovers, check_cpus)
 
 
+def docker_backend(request: Any) -> Backend:
+    if request.node.originalname == "test_dry_run_matches_the_golden_file":
+        # dry_run never connects or builds; the live socket and tmp paths change every session
+        config = {"docker_host": "unix:///run/podman/podman.sock", "network_mode": "none",
+                  "docker_settings": {"parent_image": "localhost/conveyor-test/bookworm-python:1"},
+                  "ulimits": {"nofile": "1024:4096"}, "mounts": ["/srv/shared:ro"]}
+        return Backend("docker", "conform_docker", config, lambda step_run: [], check_local_cpus)
+    engine = request.getfixturevalue("podman_engine")
+    request.getfixturevalue("podman_step_image")  # built (or found) once per session, before any timed test
+    tmp = str(request.getfixturevalue("tmp_path"))
+
+    def leftovers(step_run: StepRunView) -> list[str]:
+        mine = engine.containers(all=True, label=f"conveyor.step_run_id={step_run.id}")
+        return [f"container {c.name} ({c.status})" for c in mine]
+
+    def check_cpus(seen: dict[str, Any]) -> None:
+        # a CPU quota (nano_cpus), not pinning: the cgroup inside the container allows one CPU's worth of time
+        assert seen["cpu_quota"] == 1.0 and seen["omp"] == "1", seen
+
+    # the steps' sentinel and counter files live under tmp_path (which also holds the project's artifact store)
+    config = {"docker_host": engine.docker_host, "network_mode": "none", "ulimits": engine.ulimits,
+              "docker_settings": {"parent_image": engine.base_image}, "mounts": [tmp], "poll_interval": 0.2}
+    return Backend("docker", "conform_docker", config, leftovers, check_cpus)
+
+
 #: what each backend can show; a test that needs a capability runs only where it exists
 CAPABILITIES: dict[str, set[str]] = {
     "local": {"memory_enforced", "resume"},
@@ -155,6 +180,8 @@ CAPABILITIES: dict[str, set[str]] = {
     # limits (spark.driver.memory sizes the driver JVM's heap, spark.executor.memory the executors'); and a client
     # mode driver starts at once, there is no queue to wait in: docs/step_operators/spark.md
     "spark": {"resume"},
+    # a container starts at once (no queue to wait in); memory is a cgroup limit: docs/step_operators/docker.md
+    "docker": {"memory_enforced", "resume"},
 }
 
 BACKENDS: dict[str, Callable[[Any], Backend]] = {
@@ -166,4 +193,5 @@ BACKENDS: dict[str, Callable[[Any], Backend]] = {
     "ssh": ssh_backend,
     "ray": ray_backend,
     "spark": spark_backend,
+    "docker": docker_backend,
 }

@@ -47,10 +47,24 @@ def sleeps(seconds: float) -> int:
     return 1
 
 
+def _cpu_quota() -> float | None:
+    """CPUs this process's cgroup may use (a container's CPU limit), or None when it is unlimited."""
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()  # cgroup v2
+    except (OSError, ValueError):
+        try:
+            quota = Path("/sys/fs/cgroup/cpu/cpu.cfs_quota_us").read_text().strip()  # cgroup v1
+            period = Path("/sys/fs/cgroup/cpu/cpu.cfs_period_us").read_text().strip()
+        except OSError:
+            return None
+    return None if quota in ("max", "-1") else int(quota) / int(period)
+
+
 @step
 def resources_seen() -> dict:
     return {"affinity": len(os.sched_getaffinity(0)), "omp": os.environ.get("OMP_NUM_THREADS"),
-            "slurm_cpus": os.environ.get("SLURM_CPUS_PER_TASK"), "cuda": os.environ.get("CUDA_VISIBLE_DEVICES")}
+            "slurm_cpus": os.environ.get("SLURM_CPUS_PER_TASK"), "cuda": os.environ.get("CUDA_VISIBLE_DEVICES"),
+            "cpu_quota": _cpu_quota()}
 
 
 @step

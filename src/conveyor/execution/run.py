@@ -55,9 +55,13 @@ def preflight(snapshot: "Snapshot", stack: "Stack", resolved: dict[str, Resolved
     for name, r in resolved.items():
         if r.operator is not None:
             operator = stack.step_operator(r.operator)
-            operator.check_resources(build_step_info(stack, snapshot, name, operator, run_id="preflight",
-                                                     run_name="preflight", step_run_id="preflight", attempt=1,
-                                                     attempt_uri=""))
+            info = build_step_info(stack, snapshot, name, operator, run_id="preflight", run_name="preflight",
+                                   step_run_id="preflight", attempt=1, attempt_uri="")
+            operator.check_resources(info)
+            prepare = getattr(operator, "prepare_step", None)
+            if prepare is not None:  # e.g. build the step's container image: a broken build leaves no run
+                prepare(info, store_root=stack.artifact_store.artifact_store().root,
+                        code_root=snapshot.step_spec(name)["source"].get("code_root"))
 
 
 def dry_run(snapshot: "Snapshot", step_name: str, stack_name: str | None = None) -> dict[str, Any]:
@@ -92,6 +96,7 @@ def run_snapshot(snapshot: "Snapshot", stack_name: str | None = None) -> "Pipeli
     resolved = resolve_steps(snapshot, stack)
     preflight(snapshot, stack, resolved)
     artifacts = stack.artifact_store.artifact_store()
+    artifacts.check_usable()
     store = ctx.store
     pipeline_id, snapshot_id = store.get_or_create_snapshot(snapshot.pipeline_name, snapshot.spec_hash, thaw(snapshot.spec))
     run_name = new_run_name(snapshot.pipeline_name)

@@ -30,6 +30,7 @@ BUILTIN_FLAVORS: dict[ComponentType, dict[str, str]] = {
         "ray": "conveyor.step_operators.ray.flavor:RayStepOperatorFlavor",
         "spark": "conveyor.step_operators.spark.flavor:SparkStepOperatorFlavor",
         "kubernetes": "conveyor.step_operators.kubernetes.flavor:KubernetesStepOperatorFlavor",
+        "docker": "conveyor.step_operators.docker.flavor:DockerStepOperatorFlavor",
     },
 }
 
