@@ -168,6 +168,42 @@ def docker_backend(request: Any) -> Backend:
     return Backend("docker", "conform_docker", config, leftovers, check_cpus)
 
 
+def kubernetes_backend(request: Any) -> Backend:
+    """Kubernetes on kmock's in-memory API emulator, whose pods a test-side kubelet runs in Podman."""
+    if request.node.originalname == "test_dry_run_matches_the_golden_file":
+        # dry_run never connects; the emulator's kubeconfig and the built image's tag change every session
+        config = {"kubernetes_namespace": "ml", "image": "registry.example/conveyor-step:1",
+                  "service_account_name": "conveyor-steps", "mount_local_artifact_store": True}
+        return Backend("kubernetes", "conform_kubernetes", config, lambda step_run: [], check_local_cpus)
+    cluster = request.getfixturevalue("kube_cluster")
+    image = request.getfixturevalue("podman_step_image")
+    tmp = str(request.getfixturevalue("tmp_path"))
+
+    def leftovers(step_run: StepRunView) -> list[str]:
+        job = ((step_run.submission or {}).get("data") or {}).get("job")
+        left = [f"container {c.name} ({c.status})" for c in cluster.containers(step_run.id)]
+        left += [f"pod {p['metadata']['name']} ({(p.get('status') or {}).get('phase')})" for p in cluster.pods()
+                 if (p["metadata"].get("labels") or {}).get("job-name") == job
+                 and (p.get("status") or {}).get("phase") in ("Pending", "Running")]
+        return left
+
+    def check_cpus(seen: dict[str, Any]) -> None:
+        # limits.cpu becomes a CPU quota (no pinning) and the operator sets OMP_NUM_THREADS to match
+        assert seen["omp"] == "1", seen
+        runs = [r for r in cluster.runs.values() if r.create_kwargs.get("environment", {}).get("CONVEYOR_STEP_NAME")
+                == "resources_seen"]
+        assert runs and all(r.create_kwargs["nano_cpus"] == 10**9 for r in runs), runs
+
+    # the steps' sentinel and counter files live under tmp_path, which also holds the project's artifact store
+    pod = {"volumes": [{"name": "work", "hostPath": {"path": tmp, "type": "Directory"}}],
+           "volume_mounts": [{"name": "work", "mountPath": tmp}]}
+    config = {"kubeconfig": str(cluster.kubeconfig), "image": image, "pod_settings": pod, "poll_interval": 0.2,
+              "stop_timeout": 30}
+    never = ({"pending_timeout": "1s"},
+             {"step_operator.kubernetes": {"pod_settings": {"node_selectors": {"conveyor.test/pool": "a100"}}}})
+    return Backend("kubernetes", "conform_kubernetes", config, leftovers, check_cpus, never_starts=never)
+
+
 #: what each backend can show; a test that needs a capability runs only where it exists
 CAPABILITIES: dict[str, set[str]] = {
     "local": {"memory_enforced", "resume"},
@@ -176,6 +212,9 @@ CAPABILITIES: dict[str, set[str]] = {
     "ssh": {"never_starts", "memory_enforced", "resume"},
     # Ray enforces no `memory` (a scheduling hint) and cannot stop a job still pending: docs/step_operators/ray.md
     "ray": {"resume"},
+    # the emulator's kubelet enforces limits.memory as a cgroup limit (OOMKilled), reports an unschedulable pod,
+    # and serves every process from one loopback API: docs/step_operators/kubernetes.md
+    "kubernetes": {"memory_enforced", "never_starts", "resume"},
     # Spark enforces no `memory` on the step: the step is the driver's Python process, which no Spark setting
     # limits (spark.driver.memory sizes the driver JVM's heap, spark.executor.memory the executors'); and a client
     # mode driver starts at once, there is no queue to wait in: docs/step_operators/spark.md
@@ -192,6 +231,7 @@ BACKENDS: dict[str, Callable[[Any], Backend]] = {
     "slurm": slurm_backend,
     "ssh": ssh_backend,
     "ray": ray_backend,
+    "kubernetes": kubernetes_backend,
     "spark": spark_backend,
     "docker": docker_backend,
 }
