@@ -75,6 +75,7 @@ def cli() -> None:
 
 
 def _register() -> None:
+    from conveyor.cli.build import build
     from conveyor.cli.components import component_groups
     from conveyor.cli.init import init
     from conveyor.cli.run import run
@@ -85,6 +86,7 @@ def _register() -> None:
     for group in component_groups():
         cli.add_command(group)
     cli.add_command(run)
+    cli.add_command(build)
 
 
 _register()
