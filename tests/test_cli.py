@@ -159,7 +159,7 @@ def test_component_user_errors_leave_the_store_unchanged(conveyor_cli) -> None:
     assert_user_error(conveyor_cli("step-operator", "register", "gpu2", "--flavor=local", "--pending_timeout=soon",
                                    check=False), "pending_timeout")
     assert_user_error(conveyor_cli("step-operator", "register", "gpu2", "--flavor=slurmm", check=False),
-                      "unknown step-operator flavor 'slurmm'", "fault, local", "flavor register")
+                      "unknown step-operator flavor 'slurmm'", "Known flavors: ", "fault, ", "local, ", "flavor register")
     assert_user_error(conveyor_cli("step-operator", "register", "gpu", "--flavor=local", check=False),
                       "already exists", "conveyor step-operator update gpu")
     assert_user_error(conveyor_cli("step-operator", "describe", "nope", check=False),

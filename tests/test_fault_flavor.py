@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from steps_lib import make_numbers
 
@@ -41,6 +43,12 @@ CASES = {
     "exit_code": ({"fault": "exit_code", "exit_code": 7}, {}, "crash", "exit code 7"),
     "hang": ({"fault": "hang"}, {"timeout": 1}, "timeout", "timed out after 1s"),
     "stuck_pending": ({"fault": "stuck_pending", "pending_timeout": "1s"}, {}, "pending", "pending timeout"),
+    # hostile input: the files the two sides exchange, damaged in between
+    "truncated_job_spec": ({"fault": "truncated_job_spec"}, {}, "job_spec", "is not valid JSON"),
+    "foreign_job_spec": ({"fault": "foreign_job_spec"}, {}, "job_spec",
+                         "has version 99, this Conveyor reads version 1: install the same Conveyor version"),
+    "truncated_result": ({"fault": "truncated_result"}, {}, "result", "probably killed while writing it"),
+    "foreign_result": ({"fault": "foreign_result"}, {}, "result", "unknown format or version 99"),
 }
 
 
@@ -48,8 +56,10 @@ CASES = {
 def test_injected_failure_fails_the_step_clearly(mode: str, step_operator) -> None:
     config, options, kind, message = CASES[mode]
     step_operator("faulty", "fault", **config)
+    started = time.monotonic()
     with pytest.raises(RunFailedError) as info:
         _run("faulty", **options)()
+    assert time.monotonic() - started < 30, "a failure must end the run promptly, never hang it"
     step_run = info.value.run.steps["compute"]
     assert step_run.failure_kind == kind, step_run.error
     assert message in step_run.error

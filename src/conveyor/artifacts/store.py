@@ -155,7 +155,7 @@ class ArtifactStore:
             return os.path.exists(path)
         try:
             return bool(self.fs.exists(path))
-        except OSError as exc:
+        except Exception as exc:  # noqa: BLE001 - _error lets through what is not a storage failure
             raise self._error("check", path, exc) from exc
 
     def ls(self, uri: str) -> list[str]:
@@ -167,7 +167,7 @@ class ArtifactStore:
                 names = os.listdir(path)
             else:
                 names = [posixpath.basename(p.rstrip("/")) for p in self.fs.ls(path, detail=False)]
-        except OSError as exc:
+        except Exception as exc:  # noqa: BLE001 - _error lets through what is not a storage failure
             raise self._error("list", path, exc) from exc
         sep = os.sep if self.is_local else "/"
         return sorted(f"{base}{sep}{name}" for name in names)
@@ -181,7 +181,7 @@ class ArtifactStore:
                 with open(path, "rb") as fh:
                     return fh.read()
             return bytes(self.fs.cat_file(path))
-        except OSError as exc:
+        except Exception as exc:  # noqa: BLE001 - _error lets through what is not a storage failure
             raise self._error("read", path, exc) from exc
 
     def read_text(self, uri: str) -> str:
@@ -200,7 +200,7 @@ class ArtifactStore:
                     raise
                 os.makedirs(os.path.dirname(path), exist_ok=True)
                 return open(path, mode)
-        except OSError as exc:
+        except Exception as exc:  # noqa: BLE001 - _error lets through what is not a storage failure
             raise self._error("open", path, exc) from exc
 
     # -- writes -----------------------------------------------------------------
@@ -212,7 +212,7 @@ class ArtifactStore:
                 os.makedirs(path, exist_ok=True)
             else:
                 self.fs.makedirs(path, exist_ok=True)
-        except OSError as exc:
+        except Exception as exc:  # noqa: BLE001 - _error lets through what is not a storage failure
             raise self._error("create directory", path, exc) from exc
 
     def write_bytes(self, uri: str, data: bytes) -> None:
@@ -225,7 +225,7 @@ class ArtifactStore:
             else:
                 self.fs.pipe_file(tmp, data)
                 self.fs.mv(tmp, path)
-        except OSError as exc:
+        except Exception as exc:  # noqa: BLE001 - _error lets through what is not a storage failure
             self._discard(tmp)
             raise self._error("write", path, exc) from exc
 
@@ -253,7 +253,7 @@ class ArtifactStore:
                 shutil.rmtree(path)
             else:
                 os.rmdir(path)
-        except OSError as exc:
+        except Exception as exc:  # noqa: BLE001 - _error lets through what is not a storage failure
             raise self._error("remove", path, exc) from exc
 
     @contextmanager
@@ -287,7 +287,7 @@ class ArtifactStore:
             except FileNotFoundError:
                 os.makedirs(os.path.dirname(tmp), exist_ok=True)
                 os.mkdir(tmp)
-        except OSError as exc:
+        except Exception as exc:  # noqa: BLE001 - _error lets through what is not a storage failure
             raise self._error("create directory", exc.filename or path, exc) from exc
 
     def _commit_dir(self, tmp: str, path: str) -> None:
@@ -331,7 +331,7 @@ class ArtifactStore:
             prefix = fs._strip_protocol(path).rstrip("/") + "/"
             rels = [p[len(prefix):] for p in fs.find(path) if p.startswith(prefix)]
             return sorted((rel, f"{path}/{rel}") for rel in rels)
-        except OSError as exc:
+        except Exception as exc:  # noqa: BLE001 - _error lets through what is not a storage failure
             raise self._error("list", path, exc) from exc
 
     def _digest(self, uri: str) -> tuple[int, str]:
@@ -347,12 +347,36 @@ class ArtifactStore:
                     digest.update(chunk)
                     size += len(chunk)
                 return size, digest.hexdigest()
-        except OSError as exc:
+        except Exception as exc:  # noqa: BLE001 - _error lets through what is not a storage failure
             raise self._error("read", path, exc) from exc
 
     # -- errors -----------------------------------------------------------------
 
-    def _error(self, op: str, path: str, exc: OSError) -> ArtifactStoreError:
+    def check_usable(self) -> None:
+        """One cheap probe before a run starts, so a read-only or unreachable store fails it up front."""
+        if self.is_local:
+            probe = os.path.join(self.root, f".probe-{_random_suffix()}")
+            try:
+                os.makedirs(self.root, exist_ok=True)
+                with open(probe, "wb") as fh:
+                    fh.write(b"ok")
+                os.remove(probe)
+            except OSError as exc:
+                _remove_quietly(probe)
+                raise self._error("write", probe, exc) from exc
+            return
+        try:
+            self.fs.info(self.root)
+        except FileNotFoundError:
+            pass  # reachable; nothing written there yet
+        except Exception as exc:  # noqa: BLE001 - _error lets through what is not a storage failure
+            raise self._error("reach", self.root, exc) from exc
+
+    def _error(self, op: str, path: str, exc: BaseException) -> ArtifactStoreError:
+        os_exc = _as_os_error(exc)
+        if os_exc is None:
+            raise exc  # not a storage failure (a bug, a bad value): let it through unchanged
+        exc = os_exc
         code = _errno_of(exc)
         return ArtifactStoreError(_explain(op, path, self.root, exc, code), uri=path, errno=code)
 
@@ -366,6 +390,22 @@ _ERRNO_BY_CLASS: tuple[tuple[type[OSError], int], ...] = (
     (TimeoutError, _errno.ETIMEDOUT),
     (ConnectionError, _errno.ECONNREFUSED),
 )
+
+
+#: remote SDKs' connection failures that are not OSErrors (botocore's EndpointConnectionError and friends)
+_CONNECTION_ERROR_NAMES = frozenset({"EndpointConnectionError", "ConnectTimeoutError", "ConnectionClosedError",
+                                     "ReadTimeoutError", "ProxyConnectionError", "ClientConnectorError"})
+
+
+def _as_os_error(exc: BaseException) -> OSError | None:
+    if isinstance(exc, OSError):
+        return exc
+    names = {k.__name__ for k in type(exc).__mro__}
+    if names & _CONNECTION_ERROR_NAMES:
+        timeout = "Timeout" in type(exc).__name__
+        return (TimeoutError if timeout else ConnectionError)(
+            _errno.ETIMEDOUT if timeout else _errno.ECONNREFUSED, str(exc))
+    return None
 
 
 def _errno_of(exc: OSError) -> int | None:

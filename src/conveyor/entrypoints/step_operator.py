@@ -86,8 +86,10 @@ def run_job(job_uri: str) -> int:
         result["status"] = "failed"
         result["error"] = _error(err, "memory", f"{MEMORY_ADVICE} (the limit was {limit})" if limit else MEMORY_ADVICE)
     except BaseException as err:  # noqa: BLE001 - everything the step raises is reported
+        from conveyor.artifacts.store import ArtifactStoreError
+
         result["status"] = "failed"
-        result["error"] = _error(err, "user")
+        result["error"] = _error(err, "store" if isinstance(err, ArtifactStoreError) else "user")
         traceback.print_exc()
     result["timings"] = {"start": started, "end": time.time(), "duration": time.time() - started}
     result["peak_memory_bytes"] = _peak_memory()
@@ -109,7 +111,25 @@ def main(argv: list[str] | None = None) -> int:
         return run_job(args.job)
     except Exception as err:  # noqa: BLE001 - a broken job spec must fail the step, not hang it
         print(f"conveyor: cannot run step {args.step_name or ''}: {err}", file=sys.stderr)
+        _report_unrunnable(args.job, err)
         return 2
+
+
+def _report_unrunnable(job_uri: str, err: Exception) -> None:
+    """Tell the orchestrator why through result.json beside the job spec, so the step fails with the reason."""
+    import json
+
+    from conveyor.artifacts.store import ArtifactStore
+    from conveyor.execution.jobspec import RESULT_VERSION, JobSpecError
+
+    kind = "job_spec" if isinstance(err, JobSpecError) else "infrastructure"
+    result = {"version": RESULT_VERSION, "status": "failed", "error": _error(err, kind)}
+    try:
+        options = json.loads(os.environ.get("CONVEYOR_STORAGE_OPTIONS") or "{}")
+        directory = job_uri.rsplit("/", 1)[0]
+        ArtifactStore(directory, options or None).write_text(f"{directory}/result.json", json.dumps(result))
+    except Exception as write_err:  # noqa: BLE001 - the store itself is out of reach: the exit code must do
+        print(f"conveyor: cannot report the failure either: {write_err}", file=sys.stderr)
 
 
 if __name__ == "__main__":

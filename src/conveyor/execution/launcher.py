@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -208,8 +207,7 @@ class StepLauncher:
         pending = [""]
         fh = None
         if path:
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            fh = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed by close()
+            fh = self.s.artifacts.open(log_uri, "a")  # noqa: SIM115 - closed by close()
         lock = threading.Lock()
 
         def sink(text: str) -> None:
@@ -245,9 +243,14 @@ class StepLauncher:
         from conveyor.execution.interrupt import StepInterrupted, Watchdog
         from conveyor.execution.runner import load_inputs, run_function
 
+        from conveyor.artifacts.store import ArtifactStoreError
+
         log_uri = f"{attempt_uri}/logs.txt"
         self.s.store.update_step_run(self.step_run_id, logs_uri=log_uri)
-        sink, close = self._log_sink(log_uri)
+        try:
+            sink, close = self._log_sink(log_uri)
+        except ArtifactStoreError as err:
+            raise _Failure(str(err), "store") from None
         func = self.s.snapshot.steps[self.name].entrypoint
         try:
             self.s.in_process_threads[self.name] = threading.get_ident()
@@ -263,6 +266,8 @@ class StepLauncher:
             raise _Failure("stopped", "stopped") from None
         except MemoryError as err:
             raise _Failure(f"{MEMORY_ADVICE}: {err}", "memory", traceback.format_exc()) from None
+        except ArtifactStoreError as err:  # the store, not the step's code: full, read-only, unreachable
+            raise _Failure(str(err), "store", traceback.format_exc()) from None
         except Exception as err:  # noqa: BLE001 - user code
             raise _Failure(f"{type(err).__name__}: {err}", "user", traceback.format_exc()) from None
         finally:

@@ -46,12 +46,14 @@ def resume_run(run_ref: str) -> "PipelineRun":
     stack = ctx.load_stack(row["stack_name"])
     resolved = resolve_steps(snapshot, stack)
     step_rows = {s["name"]: s for s in store.step_runs(row["id"])}
+    artifacts = stack.artifact_store.artifact_store()
+    artifacts.check_usable()
     statuses, outputs, reattach, attempts = _plan(store, step_rows)
     if not store.claim_run(row["id"], previous=(row["pid"], row["heartbeat"]), host=socket.gethostname(),
                            pid=os.getpid()):
         raise ResumeError(f"run {name} was resumed by another process at the same moment")
     failures = stack.orchestrator.run(
-        store=store, artifacts=stack.artifact_store.artifact_store(), stack=stack, snapshot=snapshot,
+        store=store, artifacts=artifacts, stack=stack, snapshot=snapshot,
         run_id=row["id"], run_name=name, step_ids={n: s["id"] for n, s in step_rows.items()}, resolved=resolved,
         statuses=statuses, outputs=outputs, reattach=reattach, previous_attempts=attempts)
     run = Client(ctx).get_pipeline_run(row["id"])

@@ -130,6 +130,7 @@ class LocalOrchestrator(BaseOrchestrator):
                         state.statuses[name] = "failed"
                         state.store.update_step_run(state.step_ids[name], status="failed", end_time=now(),
                                                     error=f"internal error: {type(err).__name__}: {err}", failure_kind="internal")
+                        state.display.update(name, "failed", f"internal error: {type(err).__name__}")
                         failures.append(StepFailedError(name, f"internal error: {type(err).__name__}: {err}", kind="internal"))
                 t = time.monotonic()
                 if t - last_beat > self.config.heartbeat_interval:

@@ -15,12 +15,27 @@ class FaultInjected(RuntimeError):
     pass
 
 
+def _spoil(uri: str, how: str) -> None:
+    """Cut a JSON file in half, or give it a version no Conveyor reads."""
+    import json
+
+    from conveyor.artifacts.store import ArtifactStore
+
+    store = ArtifactStore(uri.rsplit("/", 1)[0])
+    text = store.read_text(uri)
+    if how == "truncated":
+        store.write_text(uri, text[: len(text) // 2])
+    else:
+        store.write_text(uri, json.dumps({**json.loads(text), "version": 99}))
+
+
 class FaultStepOperator(LocalStepOperator):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._faults: dict[str, tuple[str, float, int]] = {}
         self._started: dict[str, float] = {}
         self._struck: dict[str, str] = {}
+        self._spoiled: set[str] = set()
 
     def _fault(self, info: StepRunInfo) -> tuple[str, float, int]:
         cfg = self.config
@@ -48,10 +63,13 @@ class FaultStepOperator(LocalStepOperator):
         elif mode == "hang":
             command = [sys.executable, "-c", "import time\nprint('fault injected: hanging', flush=True)\nwhile True: time.sleep(1)"]
         self._faults[info.job_name] = (mode, after, code)
+        if mode.endswith("_job_spec"):
+            _spoil(info.job_uri, mode.split("_")[0])
         if mode == "stuck_pending":
             return Submission(flavor=self.flavor, job_name=info.job_name, data={"state": "queued", "fault": mode})
         submission = super().submit(info, command, environment)
         submission.data["fault"] = mode
+        submission.data["result_uri"] = f"{info.attempt_uri}/result.json"
         self._started[info.job_name] = time.monotonic()
         return submission
 
@@ -68,7 +86,11 @@ class FaultStepOperator(LocalStepOperator):
                 kill_group(int(pid), grace=0.2)
             self._struck[name] = {"mid_run": "failed", "lose": "lost", "preempt": "preempted"}[mode]
             return self.get_status(submission)
-        return super().get_status(submission)
+        report = super().get_status(submission)
+        if mode.endswith("_result") and report.terminal and name not in self._spoiled:
+            self._spoiled.add(name)
+            _spoil(submission.data["result_uri"], mode.split("_")[0])
+        return report
 
     def cancel(self, submission: Submission) -> None:
         if self._faults.get(submission.job_name, ("none",))[0] == "stuck_pending":
@@ -80,4 +102,5 @@ class FaultStepOperator(LocalStepOperator):
         self._faults.pop(submission.job_name, None)
         self._started.pop(submission.job_name, None)
         self._struck.pop(submission.job_name, None)
+        self._spoiled.discard(submission.job_name)
         super().cleanup(submission)
