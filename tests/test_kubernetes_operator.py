@@ -154,7 +154,7 @@ def test_credentials_travel_as_secret_references_never_as_plain_values() -> None
     assert set(secret["data"]) == {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
     plain = {k for k, e in env.items() if "value" in e}
     assert plain <= {"CONVEYOR_RUN_ID", "CONVEYOR_STEP_RUN_ID", "CONVEYOR_STEP_NAME", "CONVEYOR_CODE_CACHE",
-                     "OMP_NUM_THREADS"}
+                     "OMP_NUM_THREADS", "PYTHONUNBUFFERED"}
 
 
 def test_step_settings_override_and_extend_the_operator_config() -> None:
@@ -170,6 +170,21 @@ def test_step_settings_override_and_extend_the_operator_config() -> None:
     assert env["HF_TOKEN"]["valueFrom"]["secretKeyRef"] == {"name": "hf", "key": "token"}
     assert container["resources"]["limits"]["memory"] == "200M"
     assert job["spec"]["activeDeadlineSeconds"] == 90 + 300
+
+
+def test_the_image_comes_from_docker_settings_prebuilt_or_built_by_content_hash() -> None:
+    from conveyor.images.build import plan_image
+    from conveyor.images.settings import DockerSettings
+
+    prebuilt = _render(settings={"docker": {"image": "team/prebuilt:3", "python": "/opt/venv/bin/python"}})
+    assert _container(prebuilt)["image"] == "team/prebuilt:3"
+    assert _container(prebuilt)["command"][0] == "/opt/venv/bin/python"
+    docker = {"parent_image": "python:3.11-slim", "requirements": ["scikit-learn"], "pip_source": "index"}
+    built = _render(settings={"docker": docker})
+    tag = plan_image(DockerSettings(**docker)).tag
+    assert _container(built)["image"] == tag and tag.startswith("localhost/conveyor-step:")
+    own = _render(settings={"docker": docker, "step_operator.kubernetes": {"image": "mine:1"}})
+    assert _container(own)["image"] == "mine:1"  # the step's own image wins, nothing is built
 
 
 def test_names_and_quantities() -> None:

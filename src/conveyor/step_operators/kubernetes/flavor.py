@@ -49,10 +49,14 @@ class KubernetesStepOperatorConfig(BaseStepOperatorConfig):
     kubernetes_namespace: str = Field(default="default", description="namespace of the step Jobs")
     service_account_name: str | None = Field(default=None, description="service account the step pods run as")
     image: str | None = Field(default=None, description=(
-        "image of every step pod unless a step names one (settings 'step_operator.kubernetes' image or 'docker' image)"))
+        "prebuilt image (Python with conveyor installed) of every step pod unless a step has 'docker' settings or "
+        "its own image"))
     image_pull_policy: str | None = Field(default=None, description="Always, IfNotPresent or Never")
     image_pull_secrets: list[str] = Field(default_factory=list, description="names of Secrets for pulling the image")
-    python: str = Field(default="python3", description="interpreter inside the image (must have conveyor installed)")
+    docker_host: str | None = Field(default=None, description=(
+        "Docker Engine that builds step images from 'docker' settings without an `image` (default: DOCKER_HOST); "
+        "the cluster must be able to pull the tag it gets (set DockerSettings.target_repository to your registry)"))
+    build_network_mode: str | None = Field(default=None, description="network of image builds, e.g. 'host'")
     pod_settings: KubernetesPodSettings = Field(default_factory=KubernetesPodSettings)
     ttl_seconds_after_finished: int | None = Field(default=3600, ge=0, description=(
         "Kubernetes deletes a finished Job (and its pod and log) this long after it ends; None keeps it"))

@@ -21,9 +21,7 @@ LABEL_PREFIX = "conveyor.dev/"
 #: environment the pod gets as plain values: identifiers and tuning, never credentials. Everything else the
 #: launcher hands over (artifact store credentials, storage options) goes into the per-job Secret.
 PLAIN_ENV = frozenset({"CONVEYOR_RUN_ID", "CONVEYOR_STEP_RUN_ID", "CONVEYOR_STEP_NAME", "CONVEYOR_CODE_CACHE",
-                       "OMP_NUM_THREADS"})
-#: where the pod extracts the code archive (writable in any image, whatever HOME is)
-CODE_CACHE = "/tmp/conveyor-code"
+                       "OMP_NUM_THREADS", "PYTHONUNBUFFERED"})
 
 _DNS1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")

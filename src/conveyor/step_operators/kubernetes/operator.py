@@ -12,7 +12,7 @@ import codecs
 import math
 import threading
 import time
-from typing import Any, ClassVar, Iterator
+from typing import TYPE_CHECKING, Any, ClassVar, Iterator
 
 from conveyor.exceptions import MEMORY_ADVICE, ResourceUnavailableError
 from conveyor.step_operators.base import BaseStepOperator
@@ -23,7 +23,6 @@ from conveyor.step_operators.kubernetes.flavor import (
     KubernetesStepOperatorSettings,
 )
 from conveyor.step_operators.kubernetes.manifest import (
-    CODE_CACHE,
     CONTAINER,
     GPU_RESOURCE,
     LABEL_PREFIX,
@@ -35,6 +34,9 @@ from conveyor.step_operators.kubernetes.manifest import (
     secret_name,
     split_environment,
 )
+
+if TYPE_CHECKING:
+    from conveyor.images.settings import DockerSettings
 
 #: waiting reasons after which a pod never starts without someone changing the image, the registry or the config
 NEVER_STARTS = frozenset({"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull",
@@ -117,18 +119,45 @@ class KubernetesStepOperator(BaseStepOperator):
     def _settings(info: StepRunInfo) -> KubernetesStepOperatorSettings:
         return info.config.operator_settings or KubernetesStepOperatorSettings()  # type: ignore[return-value]
 
-    def image(self, info: StepRunInfo) -> str:
-        """The step's settings, then the "docker" settings' prebuilt image, then the operator's default."""
-        docker = info.config.settings.get("docker") or {}
-        if not isinstance(docker, dict):
-            docker = docker.model_dump(exclude_none=True) if hasattr(docker, "model_dump") else {}
-        image = self._settings(info).image or docker.get("image") or self.config.image
-        if not image:
+    @staticmethod
+    def docker_settings(info: StepRunInfo) -> "DockerSettings | None":
+        """The step's (and pipeline's) "docker" settings, or None when it has none."""
+        from conveyor.images.settings import DockerSettings
+
+        raw = info.config.settings.get("docker")
+        if raw is None:
+            return None
+        return raw if isinstance(raw, DockerSettings) else DockerSettings.model_validate(raw)
+
+    def step_image(self, info: StepRunInfo, *, store_root: str | None = None, code_root: str | None = None,
+                   build: bool = True) -> str:
+        """The step's own image, the "docker" settings' image (prebuilt, or built by content hash), or the
+        operator's image. `build=False` (dry runs) names the tag a build would get, touching no engine."""
+        own = self._settings(info).image
+        docker = self.docker_settings(info)
+        if own:
+            return own
+        if docker is None:
+            if self.config.image:
+                return self.config.image
             raise ResourceUnavailableError(
-                f"step {info.pipeline_step_name!r}: the kubernetes step operator needs an image with conveyor installed: "
-                "set settings={'docker': {'image': ...}} or {'step_operator.kubernetes': {'image': ...}}, or the "
-                "operator's image (conveyor step-operator update NAME --image=...)")
-        return image
+                f"step {info.pipeline_step_name!r}: the kubernetes step operator needs an image with conveyor "
+                "installed: give the operator an image (conveyor step-operator update NAME --image=...), or the step "
+                "settings={'docker': {'image': ...}} (prebuilt) or {'docker': {'parent_image': ...}} (built)")
+        if docker.image:
+            return docker.image
+        from conveyor.images.build import artifact_store_root, build_plan, plan_image
+
+        root = store_root if store_root is not None else artifact_store_root(info)
+        extra = ["s3fs"] if root and root.startswith("s3://") else []
+        plan = plan_image(docker, code_root=code_root if docker.bake_code else None, extra_requirements=extra)
+        if not build:
+            return plan.tag
+        return build_plan(plan, self.config.docker_host, network_mode=self.config.build_network_mode)[0]
+
+    def prepare_step(self, info: StepRunInfo, *, store_root: str | None = None, code_root: str | None = None) -> str:
+        """Pre-flight: build the step's image (if it is built) before the run starts; unchanged specs are reused."""
+        return self.step_image(info, store_root=store_root, code_root=code_root)
 
     def pod_settings(self, info: StepRunInfo) -> KubernetesPodSettings:
         pod = self.config.pod_settings.merged(self._settings(info).pod_settings)
@@ -170,13 +199,16 @@ class KubernetesStepOperator(BaseStepOperator):
                 f"{LABEL_PREFIX}step": label_value(info.pipeline_step_name), f"{LABEL_PREFIX}attempt": str(info.attempt)}
         return {**pod.labels, **{k: v for k, v in ours.items() if v}}
 
-    def render(self, info: StepRunInfo, entrypoint_command: list[str],
-               environment: dict[str, str]) -> tuple[dict[str, Any], dict[str, str], str]:
+    def render(self, info: StepRunInfo, entrypoint_command: list[str], environment: dict[str, str],
+               image: str | None = None) -> tuple[dict[str, Any], dict[str, str], str]:
         """(Job manifest, values of the per-job Secret, Secret name)."""
+        from conveyor.images.build import step_container
+
         settings = self._settings(info)
         pod = self.pod_settings(info)
         name = dns1123_name(info.job_name)
-        env = {"CONVEYOR_CODE_CACHE": CODE_CACHE, **environment}
+        container = step_container(entrypoint_command, environment, self.docker_settings(info))
+        env = dict(container.environment)
         cpus = info.config.resource_settings.cpu_count
         if cpus is not None:
             # the container sees every CPU of the node; libraries sizing thread pools from that would thrash
@@ -184,13 +216,14 @@ class KubernetesStepOperator(BaseStepOperator):
             env.setdefault("OMP_NUM_THREADS", str(max(1, math.floor(cpus))))
         plain, secret_values = split_environment(env)
         secret = secret_name(name)
-        module = entrypoint_command[1:3] if entrypoint_command[1:2] == ["-m"] else []
-        command = [self.config.python, *module]
-        args = entrypoint_command[1 + len(module):]
+        full = container.command
+        split = 3 if full[1:2] == ["-m"] else 1
+        command, args = full[:split], full[split:]
         annotations = {**pod.annotations, f"{LABEL_PREFIX}step-name": info.pipeline_step_name,
                        f"{LABEL_PREFIX}pipeline": info.pipeline.name, f"{LABEL_PREFIX}run-name": info.run_name}
         job = job_manifest(
-            name=name, namespace=self.config.kubernetes_namespace, image=self.image(info), command=command, args=args,
+            name=name, namespace=self.config.kubernetes_namespace, image=image or self.step_image(info, build=False),
+            command=command, args=args,
             plain_env=plain, secret=secret if secret_values else None, secret_keys=sorted(secret_values),
             resources=info.config.resource_settings, labels=self.labels(info, pod), annotations=annotations, pod=pod,
             deadline=self.deadline(info), ttl=self.config.ttl_seconds_after_finished,
@@ -218,7 +251,7 @@ class KubernetesStepOperator(BaseStepOperator):
         return nodes
 
     def check_resources(self, info: StepRunInfo) -> None:
-        self.image(info)
+        self.step_image(info, build=False)
         self._check_store(info, self.pod_settings(info))
         r = info.config.resource_settings
         if r.empty or not self.config.check_node_resources:
@@ -255,7 +288,7 @@ class KubernetesStepOperator(BaseStepOperator):
     # -- full contract ----------------------------------------------------------------------------
     def submit(self, info: StepRunInfo, entrypoint_command: list[str], environment: dict[str, str]) -> Submission:
         self._check_store(info, self.pod_settings(info))
-        job, secret_values, secret = self.render(info, entrypoint_command, environment)
+        job, secret_values, secret = self.render(info, entrypoint_command, environment, self.step_image(info))
         core, batch = self._api()
         ns = self.config.kubernetes_namespace
         name = job["metadata"]["name"]
