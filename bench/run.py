@@ -3,7 +3,7 @@ the `slurm` step operator's overhead against a bare `sbatch` + poll, and the `ss
 `ssh host python -c pass`.
 
     .venv/bin/python bench/run.py [--json PATH] [--steps 50] [--local-steps 20] [--quick] [--no-slurm] [--no-ssh]
-                                  [--no-ray]
+                                  [--no-ray] [--no-spark]
 
 Every measurement runs in fresh subprocesses with its own temporary project (CONVEYOR_PROJECT_DIR) and
 CONVEYOR_QUIET=1. Bytecode is cached in a private temporary directory (PYTHONPYCACHEPREFIX, and
@@ -26,6 +26,11 @@ The Ray section (issue 5) runs where ray (and its `ray` command) is installed: i
 throw-away single-node head on 127.0.0.1, and compares one trivial step on a `ray` step operator with a bare
 `JobSubmissionClient.submit_job` of `PYTHON -c pass` + a `get_job_status` poll, plus the cost of the step entrypoint
 run directly. The head (its jobs, processes and temp dir) is stopped at the end.
+
+The Spark section (issue 5) runs where pyspark and Java are installed: it starts tests/fixtures/spark_cluster.py's
+throw-away standalone master and worker on 127.0.0.1, and compares one trivial step on a `spark` step operator with a
+bare `spark-submit` (same master, same --conf) of a Python file holding `pass`, plus the cost of the step entrypoint
+run directly. The master and the worker (and their temp dir) are stopped at the end.
 """
 
 from __future__ import annotations
@@ -696,6 +701,117 @@ def ray_rows(ray: dict[str, Any] | None, skipped: str | None) -> list[Row]:
                         poll_interval=RAY_POLL_INTERVAL, where="on Ray")
 
 
+# -- Spark (issue 5) ------------------------------------------------------------------------------
+
+SPARK_OPERATOR = "sparkop"
+SPARK_TARGET = 1.2  # issue 5: our step ≤ 1.2 × (bare spark-submit + the entrypoint's own cost)
+
+
+def spark_unavailable() -> str | None:
+    """Why the Spark section cannot run here, or None."""
+    import importlib.util
+
+    if importlib.util.find_spec("pyspark") is None:
+        return "pyspark not installed: pip install -e '.[spark]'"
+    if shutil.which("java") is None and not os.environ.get("JAVA_HOME"):
+        return "no Java for spark-submit: bash scripts/install-system-deps.sh (openjdk-17-jre-headless)"
+    if importlib.util.find_spec("pytest") is None:
+        return "pyspark installed, but tests/fixtures/spark_cluster.py needs pytest: pip install -e '.[dev]'"
+    return None
+
+
+def _start_spark_cluster() -> Any:
+    """tests/fixtures/spark_cluster.py's master and worker."""
+    tests = str(HERE.parent / "tests")
+    if tests not in sys.path:
+        sys.path.insert(0, tests)
+    import pytest  # the fixture skips (pytest.skip) or fails (pytest.fail) when it cannot start a cluster
+    from fixtures.spark_cluster import start_spark_cluster
+
+    try:
+        return start_spark_cluster()
+    except (pytest.skip.Exception, pytest.fail.Exception) as err:
+        raise RuntimeError(f"could not start the Spark cluster: {err}") from None
+
+
+def _bare_spark_submit(cluster: Any, env: dict[str, str], script: Path) -> float:
+    """Seconds from starting spark-submit of a `pass` script (the operator's master and --conf) to its exit: the
+    step operator notices spark-submit's exit the moment it happens (it waits on the process), so no poll here."""
+    command = [str(cluster.home / "bin" / "spark-submit"), "--master", cluster.master, "--deploy-mode", "client",
+               "--name", "bench-bare", "--conf", f"spark.pyspark.python={PYTHON}",
+               "--conf", f"spark.pyspark.driver.python={PYTHON}", "--conf", "spark.ui.showConsoleProgress=false",
+               *(a for k, v in sorted(cluster.operator_conf.items()) for a in ("--conf", f"{k}={v}")), str(script)]
+    return _wall(command, {**env, "SPARK_HOME": str(cluster.home), "PYSPARK_PYTHON": PYTHON})
+
+
+def _spark_entrypoint(submission: dict[str, Any], env: dict[str, str]) -> tuple[list[str], dict[str, str], Path]:
+    """(command, env, job dir) of a finished step's entrypoint as the driver ran it, read from the first line of
+    its log (the spark-submit command the operator ran), without spark-submit and the driver file."""
+    log_path = Path(submission["data"]["log_path"])
+    first = log_path.read_text().splitlines()[0]
+    argv = shlex.split(first.removeprefix("$ "))
+    driver = next(i for i, a in enumerate(argv) if a.endswith("/step_operators/spark/driver.py"))
+    command = [PYTHON, "-m", "conveyor.entrypoints.step_operator", *argv[driver + 1:]]
+    job = command[command.index("--job") + 1]
+    step_env = {"CONVEYOR_STEP_NAME": command[command.index("--step_name") + 1],
+                "CONVEYOR_STEP_RUN_ID": command[command.index("--step_run_id") + 1]}
+    return command, {**env, **step_env}, Path(job).parent
+
+
+def measure_spark(runs: int, say: Any) -> dict[str, Any]:
+    """Samples (`runs` of each) of a bare spark-submit of `pass`, the entrypoint run directly, and one step on the
+    `spark` step operator (its recorded duration, and the pipeline's wall time on Spark and in process)."""
+    import atexit
+
+    started = time.perf_counter()
+    say("Spark: starting a throw-away standalone master and worker")
+    cluster = _start_spark_cluster()
+    project = _project()
+    try:
+        env = _env(project)
+        cli = [PYTHON, "-c", "import sys; from conveyor.cli.main import cli; sys.exit(cli(prog_name='conveyor'))"]
+        _run([*cli, "step-operator", "register", SPARK_OPERATOR, "--flavor=spark", f"--master={cluster.master}",
+              f"--master_webui={cluster.webui}", f"--conf={json.dumps(cluster.operator_conf)}"], env)
+        _run([*cli, "stack", "update", "default", "-s", SPARK_OPERATOR], env)
+        script = project / "bare_spark.py"
+        script.write_text("pass\n")
+
+        # Half the bare runs before ours and half after, so that a drift of the machine's load hits both alike.
+        before = (runs + 1) // 2
+        say(f"Spark: bare spark-submit of `pass` ({before} of {runs} runs, after a warm-up)")
+        _bare_spark_submit(cluster, env, script)
+        bare = [_bare_spark_submit(cluster, env, script) for _ in range(before)]
+        say(f"Spark: 1-step pipeline on the `spark` step operator and in process ({runs} runs of each)")
+        proc = _run([PYTHON, str(HERE / "workloads.py"), "remote1", "--operator", SPARK_OPERATOR,
+                     "--repeat", str(runs)], env)
+        ours = json.loads(proc.stdout.strip().splitlines()[-1])
+        say(f"Spark: bare spark-submit of `pass` ({runs - before} of {runs} runs)")
+        bare += [_bare_spark_submit(cluster, env, script) for _ in range(runs - before)]
+
+        say(f"Spark: the step entrypoint run directly ({runs} runs)")
+        command, entry_env, job_dir = _spark_entrypoint(ours["submission"], env)
+        _entrypoint_once(command, os.getcwd(), entry_env, job_dir)
+        entry = [_entrypoint_once(command, os.getcwd(), entry_env, job_dir) for _ in range(runs)]
+        bare_python = [_wall([PYTHON, "-c", "pass"], env) for _ in range(runs)]
+    finally:
+        try:
+            cluster.stop()  # the worker's and the master's process groups, stragglers, its temp dir
+        finally:
+            atexit.unregister(cluster.stop)
+            shutil.rmtree(project, ignore_errors=True)
+    return {"bare": bare, "entrypoint": entry, "python": bare_python, "step": ours["step"], "remote": ours["remote"],
+            "inproc": ours["inproc"], "runs": runs, "seconds": time.perf_counter() - started}
+
+
+def spark_rows(spark: dict[str, Any] | None, skipped: str | None) -> list[Row]:
+    """The Spark rows."""
+    return backend_rows(spark, skipped, backend="Spark", metric="Spark: our step vs bare spark-submit",
+                        target=SPARK_TARGET, base="bare + entrypoint", bare="bare spark-submit of `pass`",
+                        bare_note="client mode, same master and --conf, start → exit",
+                        entry_note="python -m conveyor.entrypoints.step_operator, no Spark",
+                        poll_interval=0.2, where="on Spark")
+
+
 # -- output ---------------------------------------------------------------------------------------
 
 def _fmt(value: float | None, unit: str = "s") -> str:
@@ -748,9 +864,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-slurm", action="store_true", help="skip the Slurm section even where Slurm is installed")
     parser.add_argument("--no-ssh", action="store_true", help="skip the SSH section even where OpenSSH is installed")
     parser.add_argument("--no-ray", action="store_true", help="skip the Ray section even where ray is installed")
+    parser.add_argument("--no-spark", action="store_true",
+                        help="skip the Spark section even where pyspark and Java are installed")
     args = parser.parse_args(argv)
     import_runs, repeat, local_repeat, whole_runs, slurm_runs, ssh_runs, ray_runs = \
         (3, 1, 1, 2, 2, 2, 2) if args.quick else (7, 3, 2, 5, 12, 8, 8)
+    spark_runs = 2 if args.quick else 6  # a spark-submit costs seconds: 6 of each keeps the section near 2 min
     started = time.perf_counter()
     load_before = os.getloadavg()[0]
 
@@ -807,6 +926,17 @@ def main(argv: list[str] | None = None) -> int:
                 ray_skipped = "failed: " + ray_failed.splitlines()[0][:100]
         else:
             say(f"Ray section skipped: {ray_skipped}")
+        spark: dict[str, Any] | None = None
+        spark_skipped = "skipped (--no-spark)" if args.no_spark else spark_unavailable()
+        if spark_skipped is None:
+            try:
+                spark = measure_spark(spark_runs, say)
+            except Exception as err:  # noqa: BLE001 - report it; the other sections' results still stand
+                spark_failed = f"{type(err).__name__}: {err}"
+                say(f"Spark section failed: {spark_failed}")
+                spark_skipped = "failed: " + spark_failed.splitlines()[0][:100]
+        else:
+            say(f"Spark section skipped: {spark_skipped}")
     finally:
         shutil.rmtree(_PYCACHE, ignore_errors=True)
     say("done")
@@ -829,6 +959,7 @@ def main(argv: list[str] | None = None) -> int:
         *slurm_rows(slurm, slurm_skipped),
         *ssh_rows(ssh, ssh_skipped),
         *ray_rows(ray, ray_skipped),
+        *spark_rows(spark, spark_skipped),
     ]
     load = load_before  # the benchmark's own processes would count in a later reading
     title = (f"Conveyor benchmark — Python {platform.python_version()}, {os.cpu_count()} CPUs, "
@@ -844,11 +975,12 @@ def main(argv: list[str] | None = None) -> int:
             "raw": {"import": imp, "inprocess": inproc, "local": local, "whole_process": {"warm": warm, "first": first},
                     "slurm": slurm if slurm is not None else {"skipped": slurm_skipped},
                     "ssh": ssh if ssh is not None else {"skipped": ssh_skipped},
-                    "ray": ray if ray is not None else {"skipped": ray_skipped}, "load_average": load,
+                    "ray": ray if ray is not None else {"skipped": ray_skipped},
+                    "spark": spark if spark is not None else {"skipped": spark_skipped}, "load_average": load,
                     "importtime": sections},
         }
         Path(args.json).write_text(json.dumps(payload, indent=2) + "\n")
-    failed = [s for s in (slurm_skipped, ssh_skipped, ray_skipped) if s and s.startswith("failed")]
+    failed = [s for s in (slurm_skipped, ssh_skipped, ray_skipped, spark_skipped) if s and s.startswith("failed")]
     return 1 if failed else 0
 
 
