@@ -192,6 +192,34 @@ def test_resources_and_settings_become_spark_submit_arguments(step_operator) -> 
     assert "spark.executor.cores" not in props
 
 
+def test_a_second_submit_of_the_same_attempt_reattaches_and_a_fresh_operator_follows_it(step_operator,
+                                                                                          tmp_path: Path) -> None:
+    step_operator("loc1", "spark", master="local[1]", conf={"spark.driver.extraJavaOptions": "-XX:+UseSerialGC"})
+    operator, info = _info("loc1")
+    attempt = tmp_path / "attempt"
+    attempt.mkdir()
+    info = type(info)(**{**info.__dict__, "attempt_uri": str(attempt), "job_uri": str(attempt / "job.json")})
+    (attempt / "job.json").write_text('{"source": {}}')  # no code archive; the entrypoint will refuse the spec
+    command, environment = entrypoint_request(info, get_context().load_stack().artifact_store)
+    first = operator.submit(info, command, environment)
+    fresh = get_context().load_stack().step_operator("loc1")  # a restarted orchestrator
+    again = fresh.submit(info, command, environment)
+    try:
+        assert first.data["reattached"] is False and again.data["reattached"] is True
+        assert again.data["pid"] == first.data["pid"] == first.data["pgid"]
+        assert len(pids_with_marker(f"--name {info.job_name} ")) >= 1
+        assert fresh.get_status(again).state == "running"
+        deadline = time.monotonic() + 60
+        while not (report := operator.get_status(first)).terminal and time.monotonic() < deadline:
+            operator.wait_for_change(first, 0.2)
+        assert report.state == "failed" and report.exit_code == 2, report  # exit 2: the job spec is unusable
+        assert fresh.get_status(again).state == "completed"  # by pid: it has ended; result.json decides
+        assert "cannot run step noop" in "".join(fresh.logs(again))
+    finally:
+        operator.cancel(first)
+    assert pids_with_marker(f"--name {info.job_name} ") == []
+
+
 def test_local_master_and_bad_sizes_are_refused_clearly(step_operator) -> None:
     step_operator("loc", "spark", master="local[2]")
     operator, info = _info("loc", {"resources": {"cpu_count": 3}})

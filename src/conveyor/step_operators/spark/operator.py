@@ -49,11 +49,21 @@ THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NU
 _SIZE_FACTORS = {"": 2**20, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40, "p": 2**50}
 
 
-def size_bytes(value: str) -> int:
-    """Bytes of a Spark memory property ("2g", "512m"; no suffix means MiB, as for spark.executor.memory)."""
+def size_bytes(value: str) -> int | None:
+    """Bytes of a Spark memory property ("2g", "512m"; no suffix means MiB, as for spark.executor.memory), or None
+    for a value we cannot read (Spark then judges it itself)."""
     text = value.strip().lower().removesuffix("b")
     unit = text[-1] if text and text[-1] in "kmgtp" else ""
-    return int(text[: len(text) - len(unit)]) * _SIZE_FACTORS[unit]
+    number = text[: len(text) - len(unit)]
+    return int(number) * _SIZE_FACTORS[unit] if number.isdigit() else None
+
+
+def _count(value: str | None) -> int:
+    """A Spark count property as a whole number (0 when unset or unreadable: Spark judges it itself)."""
+    try:
+        return math.ceil(float(value or 0))
+    except ValueError:
+        return 0
 
 
 def _start_ticks(pid: int) -> int | None:
@@ -258,7 +268,7 @@ class SparkStepOperator(BaseStepOperator):
             self._check_local(step, r.cpu_count, r.gpu_count)
         if self.config.deploy_mode == "client" and "spark.driver.memory" in props:
             total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-            if size_bytes(props["spark.driver.memory"]) > total:
+            if (size_bytes(props["spark.driver.memory"]) or 0) > total:
                 raise ResourceUnavailableError(
                     f"step {step!r} asks for a driver of {props['spark.driver.memory']} but the driver runs on this "
                     f"machine (client mode), which has {format_bytes(total)}: lower memory (or driver_memory)")
@@ -272,9 +282,9 @@ class SparkStepOperator(BaseStepOperator):
         where = f"the Spark master {self.config.master}"
         if not workers:
             raise ResourceUnavailableError(f"step {step!r}: {where} has no alive worker")
-        cores = int(props.get("spark.executor.cores", "0"))
-        memory = size_bytes(props["spark.executor.memory"]) if "spark.executor.memory" in props else 0
-        gpus = int(props.get("spark.executor.resource.gpu.amount", "0"))
+        cores = _count(props.get("spark.executor.cores"))
+        memory = size_bytes(props.get("spark.executor.memory", "0")) or 0
+        gpus = _count(props.get("spark.executor.resource.gpu.amount"))
 
         def worker_gpus(w: dict[str, Any]) -> int:
             return len(((w.get("resources") or {}).get("gpu") or {}).get("addresses") or [])
@@ -289,8 +299,9 @@ class SparkStepOperator(BaseStepOperator):
                    "memory": max(int(w.get("memory", 0)) for w in workers), "gpus": max(worker_gpus(w) for w in workers)}
         asks = []
         if cores > biggest["cores"]:
-            what = f"cpu_count={r.cpu_count:g}" if r.cpu_count is not None and not self._settings(info).executor_cores \
-                else f"executor_cores={cores}"
+            from_cpu = (r.cpu_count is not None and not self._settings(info).executor_cores
+                        and props.get("spark.executor.cores") == str(math.ceil(r.cpu_count)))
+            what = f"cpu_count={r.cpu_count:g}" if from_cpu else f"executor_cores={cores}"
             asks.append(f"{what} (largest worker: {biggest['cores']} cores)")
         if memory > biggest["memory"] * 2**20:
             asks.append(f"executors of {props['spark.executor.memory']} (largest worker: {biggest['memory']} MiB)")
