@@ -55,3 +55,14 @@ def spark_hangs(seconds: float) -> int:
     spark = get_spark_session()
     print(f"app-up {spark.sparkContext.applicationId}", flush=True)
     return spark.sparkContext.parallelize(range(2), 2).map(lambda x: time.sleep(seconds) or x).sum()
+
+
+@step
+def numbers_to(n: int) -> list[int]:
+    return list(range(n))
+
+
+@step
+def total_of(values: list[int]) -> int:
+    print(f"summing {len(values)} numbers", flush=True)
+    return sum(values)

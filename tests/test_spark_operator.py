@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from spark_steps import check_totals, spark_hangs, spark_totals
+from spark_steps import check_totals, numbers_to, spark_totals, total_of
 
 from conveyor import Client, pipeline, step
 from conveyor.config import ResourceSettings
@@ -142,6 +142,39 @@ def test_a_request_no_worker_can_hold_is_refused_before_submission(spark_op: str
             p()
     assert Client().list_pipeline_runs() == []
     assert len(spark_cluster.completed_apps()) + len(spark_cluster.running_apps()) == before
+
+
+def test_a_spark_step_reads_and_writes_a_remote_artifact_store(spark_cluster, s3_server, s3_bucket, step_operator,
+                                                                monkeypatch, tmp_path: Path) -> None:
+    """With an S3 store the code archive is fetched once into the code cache for --py-files; the credentials reach
+    the driver through spark-submit's environment, never its command line."""
+    from conveyor.context import reset_contexts
+
+    ctx = get_context()
+    ctx.ensure_defaults()
+    store_id = ctx.store.create_component("artifact_store", "s3store", "s3", {
+        "path": f"s3://{s3_bucket}/conveyor", "endpoint_url": s3_server.endpoint_url})
+    ctx.store.create_stack("cloud", [ctx.store.get_component("orchestrator", "default")["id"], store_id])
+    monkeypatch.setenv("CONVEYOR_STACK", "cloud")
+    monkeypatch.setenv("CONVEYOR_CODE_CACHE", str(tmp_path / "code-cache"))
+    reset_contexts()
+    step_operator("sparks3", "spark", stack="cloud", **spark_cluster.operator_config)
+
+    @pipeline(enable_cache=False)
+    def on_s3():
+        total_of.with_options(step_operator="sparks3")(numbers_to(5))
+
+    run = on_s3()
+    step_run = run.steps["total_of"]
+    assert step_run.outputs["output"].load() == 10
+    assert step_run.outputs["output"].uri.startswith(f"s3://{s3_bucket}/conveyor/")
+    logs = step_run.logs()
+    assert "summing 5 numbers" in logs
+    submitted = logs.splitlines()[0]
+    assert submitted.startswith("$ ") and "--py-files" in submitted
+    archive = submitted.split("--py-files ", 1)[1].split()[0]
+    assert archive.startswith(str(tmp_path / "code-cache" / "spark")) and archive.endswith(".zip")
+    assert "conveyor-test-secret" not in submitted and "AWS_SECRET_ACCESS_KEY" not in submitted
 
 
 # -- settings onto spark-submit, no cluster ----------------------------------------------------------------------

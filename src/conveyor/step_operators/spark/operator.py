@@ -69,7 +69,8 @@ def _count(value: str | None) -> int:
 def _start_ticks(pid: int) -> int | None:
     """The process's start time (clock ticks since boot): a pid reused by another process has another one."""
     try:
-        return int(open(f"/proc/{pid}/stat").read().rsplit(") ", 1)[1].split()[19])  # noqa: SIM115
+        with open(f"/proc/{pid}/stat") as fh:
+            return int(fh.read().rsplit(") ", 1)[1].split()[19])
     except (OSError, IndexError, ValueError):
         return None
 
