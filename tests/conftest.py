@@ -20,8 +20,10 @@ os.environ.setdefault("CONVEYOR_QUIET", "")
 def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     from conveyor.context import reset_contexts
 
-    for var in ("CONVEYOR_STORE_URL", "CONVEYOR_STACK"):
+    for var in ("CONVEYOR_STORE_URL", "CONVEYOR_STACK", "CONVEYOR_SECRETS_KEY"):
         monkeypatch.delenv(var, raising=False)
+    # each test's secrets key, outside the project (as ~/.config/conveyor/secrets.key is outside the store)
+    monkeypatch.setenv("CONVEYOR_SECRETS_KEY_FILE", str(tmp_path / "config" / "secrets.key"))
     root = tmp_path / "project"
     root.mkdir()
     monkeypatch.setenv("CONVEYOR_PROJECT_DIR", str(root))
@@ -38,9 +40,10 @@ def conveyor_cli(project: Path):
 
     exe = Path(sys.executable).with_name("conveyor")
 
-    def run(*args: str, check: bool = True, env: dict[str, str] | None = None, timeout: float = 120):
+    def run(*args: str, check: bool = True, env: dict[str, str] | None = None, timeout: float = 120,
+            input: str | None = None):
         proc = subprocess.run([str(exe), *args], capture_output=True, text=True, cwd=project, timeout=timeout,
-                              env={**os.environ, **(env or {})})
+                              env={**os.environ, **(env or {})}, input=input)
         if check and proc.returncode != 0:
             raise AssertionError(f"conveyor {' '.join(args)} exited {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
         return proc

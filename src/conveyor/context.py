@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from conveyor.exceptions import StackError
 
 if TYPE_CHECKING:
+    from conveyor.secrets.vault import Vault
     from conveyor.stack.registry import FlavorRegistry
     from conveyor.stack.stack import Stack
     from conveyor.store.store import MetadataStore
@@ -38,6 +39,13 @@ class Context:
         self.store_url = store_url or os.environ.get("CONVEYOR_STORE_URL") or f"sqlite:///{self.dir / 'conveyor.db'}"
         self._defaults_lock = threading.Lock()
         self._defaults_done = False
+
+    @cached_property
+    def vault(self) -> "Vault":
+        """Secrets of this project's store; decrypted values are cached for the life of the process."""
+        from conveyor.secrets.vault import Vault
+
+        return Vault(self.store)
 
     @cached_property
     def store(self) -> "MetadataStore":

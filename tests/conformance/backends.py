@@ -35,6 +35,9 @@ class Backend:
     #: the failure kind a memory overrun ends as
     memory_kind: str = "memory"
     setup: Callable[[], None] | None = None
+    #: (where, text) of what the backend keeps about a step beyond files named in its receipt: rendered
+    #: scripts, manifests; a secret's value must appear in none of it
+    texts: Callable[[StepRunView], list[tuple[str, str]]] = lambda step_run: []
 
 
 def slurm_backend(request: Any) -> Backend:

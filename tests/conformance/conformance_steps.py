@@ -99,3 +99,13 @@ def gated(gate: str, counter: str) -> int:
 @step
 def times_ten(value: int) -> int:
     return value * 10
+
+
+@step
+def uses_secret(variable: str) -> str:
+    """Prints the secret (the log must show it redacted) and returns only its hash."""
+    import hashlib
+
+    value = os.environ.get(variable, "")
+    print(f"the token is {value}", flush=True)
+    return hashlib.sha256(value.encode()).hexdigest()

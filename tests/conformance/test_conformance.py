@@ -11,6 +11,7 @@ import textwrap
 import threading
 import time
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 from backends import Backend
@@ -285,6 +286,73 @@ def test_resume_after_the_orchestrator_is_killed_reattaches_to_the_running_job(
     assert final.steps["times_ten"].outputs["output"].load() == 10
     assert final.steps["numbers"].end_time == before.steps["numbers"].end_time, "a finished step ran again"
     assert backend.leftovers(gated_run) == []
+
+
+def _texts_under(path: Path) -> Iterator[tuple[str, bytes]]:
+    paths = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()] if path.is_dir() else []
+    for p in paths:
+        try:
+            yield str(p), p.read_bytes()
+        except OSError:
+            pass
+
+
+class ArgvSpy:
+    """Samples every process's argv while the run goes on, keeping those that contain the needle."""
+
+    def __init__(self, needle: bytes) -> None:
+        self.needle, self.hits, self._stop = needle, [], threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+
+    def _watch(self) -> None:
+        while not self._stop.is_set():
+            for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+                try:
+                    argv = cmdline.read_bytes()
+                except OSError:
+                    continue
+                shown = argv.replace(b"\0", b" ").decode(errors="replace")
+                if self.needle in argv and shown not in self.hits:
+                    self.hits.append(shown)
+            time.sleep(0.005)
+
+    def __enter__(self) -> "ArgvSpy":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def test_a_secret_reaches_the_step_and_appears_nowhere_else(backend: Backend, project: Path, conveyor_cli) -> None:
+    import hashlib
+    import uuid
+
+    from conformance_steps import uses_secret
+
+    from conveyor.context import get_context
+
+    value = f"planted-{uuid.uuid4().hex}"
+    conveyor_cli("secret", "create", "planted", "token", input=value + "\n")  # from stdin: not even our argv
+
+    @pipeline(enable_cache=False)
+    def p():
+        on(backend, uses_secret, settings={"environment": {"PLANTED_TOKEN": "{{planted.token}}"}})("PLANTED_TOKEN")
+
+    with ArgvSpy(value.encode()) as spy:
+        run = p()
+    step_run = run.steps["uses_secret"]
+    assert step_run.outputs["output"].load() == hashlib.sha256(value.encode()).hexdigest(), "the step did not get it"
+    assert "the token is ****" in step_run.logs(), step_run.logs()
+    assert spy.hits == [], f"the secret was in a process's argv: {spy.hits}"
+    ctx = get_context()
+    places = [ctx.dir, Path(ctx.load_stack().artifact_store.artifact_store().root)]  # store db (+ WAL), artifacts
+    receipt = (step_run.submission or {}).get("data") or {}
+    places += [Path(v) for v in receipt.values() if isinstance(v, str) and v.startswith("/")]  # job dirs, logs
+    found = [where for place in places for where, data in _texts_under(place) if value.encode() in data]
+    found += [where for where, text in backend.texts(step_run) if value in text]  # scripts, manifests
+    assert found == [], f"the secret's value is stored in {found}"
 
 
 def _normalize(value, project: Path):

@@ -232,6 +232,24 @@ class ArtifactStore:
     def write_text(self, uri: str, text: str) -> None:
         self.write_bytes(uri, text.encode("utf-8"))
 
+    def write_private(self, uri: str, data: bytes) -> None:
+        """Like write_bytes, readable by this user only (0600 from the start) on a local store; on a remote store
+        the bucket's own permissions apply."""
+        if not self.is_local:
+            self.write_bytes(uri, data)
+            return
+        path = self._resolve(uri)
+        tmp = _sibling(path, "tmp", True)
+        try:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+            os.replace(tmp, path)
+        except OSError as exc:
+            self._discard(tmp)
+            raise self._error("write", path, exc) from exc
+
     def _write_local_atomic(self, path: str, tmp: str, data: bytes) -> None:
         try:
             fh = open(tmp, "wb")

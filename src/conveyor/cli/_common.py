@@ -139,9 +139,9 @@ def mask_url(url: str) -> str:
 
 # -- --field=value -----------------------------------------------------------------------------------------
 def parse_value(raw: str) -> Any:
-    """JSON for lists and objects; anything else stays a string for pydantic to coerce."""
+    """JSON for lists and objects; anything else (a secret reference `{{name.key}}` too) stays a string."""
     text = raw.strip()
-    if text[:1] in ("[", "{"):
+    if text[:1] in ("[", "{") and not text.startswith("{{"):
         try:
             return json.loads(text)
         except json.JSONDecodeError as err:

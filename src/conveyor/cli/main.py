@@ -79,6 +79,7 @@ def _register() -> None:
     from conveyor.cli.components import component_groups
     from conveyor.cli.init import init
     from conveyor.cli.run import run
+    from conveyor.cli.secret import secret
     from conveyor.cli.stack import stack
 
     cli.add_command(init)
@@ -87,6 +88,7 @@ def _register() -> None:
         cli.add_command(group)
     cli.add_command(run)
     cli.add_command(build)
+    cli.add_command(secret)
 
 
 _register()

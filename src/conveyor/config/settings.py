@@ -12,15 +12,16 @@ from conveyor.config.merge import merge_settings
 from conveyor.exceptions import ConfigError
 from conveyor.images.settings import SETTINGS_KEY as DOCKER, DockerSettings
 
-__all__ = ["docker_settings", "merge_settings", "normalize_settings", "operator_settings", "resource_settings"]
+__all__ = ["docker_settings", "environment_settings", "merge_settings", "normalize_settings", "operator_settings", "resource_settings"]
 
 if TYPE_CHECKING:
     from conveyor.stack.flavor import Flavor
 
 RESOURCES = "resources"
 STEP_OPERATOR = "step_operator"
+ENVIRONMENT = "environment"
 STATIC_KEYS: dict[str, type[BaseSettings]] = {RESOURCES: ResourceSettings, DOCKER: DockerSettings}
-VALID_KEYS_TEXT = '"resources", "docker", "step_operator", "step_operator.<flavor>"'
+VALID_KEYS_TEXT = '"resources", "environment", "docker", "step_operator", "step_operator.<flavor>"'
 
 SettingsInput = Mapping[str, BaseSettings | Mapping[str, Any]]
 
@@ -38,7 +39,11 @@ def normalize_settings(settings: SettingsInput | None, where: str) -> dict[str, 
     out: dict[str, dict[str, Any]] = {}
     for key, value in (settings or {}).items():
         label = f"{where} settings[{key!r}]"
-        if key in STATIC_KEYS:
+        if key != ENVIRONMENT:
+            _no_secret_references(value, label)
+        if key == ENVIRONMENT:
+            out[key] = _environment(value, label)
+        elif key in STATIC_KEYS:
             model = STATIC_KEYS[key]
             validated = validate_strict(model, value, label)
             out[key] = validated.model_dump(exclude_unset=True, mode="json")
@@ -49,6 +54,37 @@ def normalize_settings(settings: SettingsInput | None, where: str) -> dict[str, 
         else:
             raise ConfigError(f"{where}: unknown settings key {key!r}. Valid keys: {VALID_KEYS_TEXT}")
     return out
+
+
+def _environment(value: Any, label: str) -> dict[str, str]:
+    """Variables for the step's process; values may be secret references, `{{name.key}}`, resolved at launch."""
+    import re
+
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{label}: expected a dict of environment variable names to values")
+    bad = [k for k in value if not isinstance(k, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", k)]
+    if bad:
+        raise ConfigError(f"{label}: {bad} are not valid environment variable names (letters, digits, '_')")
+    wrong = [k for k, v in value.items() if not isinstance(v, (str, int, float, bool))]
+    if wrong:
+        raise ConfigError(f"{label}: the values of {wrong} must be strings (or secret references as strings)")
+    return {k: v if isinstance(v, str) else str(v) for k, v in value.items()}
+
+
+def _no_secret_references(value: Any, label: str) -> None:
+    from conveyor.secrets.references import find_references
+
+    refs = find_references(value if not isinstance(value, BaseModel) else value.model_dump(mode="json"))
+    if refs:
+        name, key = sorted(refs)[0]
+        raise ConfigError(f"{label}: secret references such as {{{{{name}.{key}}}}} are resolved only in "
+                          f'settings["environment"] and in component configs; pass the secret to the step as '
+                          f'settings={{"environment": {{"MY_VAR": "{{{{{name}.{key}}}}}"}}}}')
+
+
+def environment_settings(settings: Mapping[str, dict[str, Any]]) -> dict[str, str]:
+    """The step's environment variables, pipeline-level under step-level, references unresolved."""
+    return dict(settings.get(ENVIRONMENT, {}))
 
 
 def resource_settings(settings: Mapping[str, dict[str, Any]]) -> ResourceSettings:

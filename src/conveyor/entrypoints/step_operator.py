@@ -5,8 +5,6 @@
 
 from __future__ import annotations
 
-from conveyor.exceptions import MEMORY_ADVICE
-
 import argparse
 import os
 import sys
@@ -14,6 +12,9 @@ import time
 import traceback
 from typing import Any, TextIO
 
+from conveyor.exceptions import MEMORY_ADVICE
+from conveyor.secrets.references import redact
+from conveyor.secrets.runtime import REDACT_ENV
 
 
 class _Tee:
@@ -33,6 +34,27 @@ class _Tee:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._stream, name)
+
+
+class _Redacting:
+    """Replaces the step's secret values in what it prints (Python-level writes; a subprocess writing to the
+    file descriptor directly is not covered)."""
+
+    def __init__(self, stream: TextIO, secrets: frozenset[str]) -> None:
+        self._stream, self._secrets = stream, secrets
+
+    def write(self, text: str) -> int:
+        self._stream.write(redact(text, self._secrets))
+        return len(text)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+def _secret_values() -> frozenset[str]:
+    """The values of the variables the orchestrator named in CONVEYOR_REDACT_ENV (names only travel)."""
+    names = [n for n in os.environ.get(REDACT_ENV, "").split(",") if n]
+    return frozenset(v for n in names if (v := os.environ.get(n)))
 
 
 def _peak_memory() -> int:
@@ -55,6 +77,9 @@ def run_job(job_uri: str) -> int:
 
     options = json.loads(os.environ.get("CONVEYOR_STORAGE_OPTIONS") or "{}")
     bootstrap = ArtifactStore(job_uri.rsplit("/", 1)[0], options or None)
+    from conveyor.secrets.envelope import unseal
+
+    unseal(bootstrap)
     spec = parse_job_spec(bootstrap.read_text(job_uri), job_uri)
     store_cfg = spec["artifact_store"]
     store = ArtifactStore(store_cfg["root"], {**(store_cfg.get("storage_options") or {}), **options} or None)
@@ -65,6 +90,10 @@ def run_job(job_uri: str) -> int:
         log_file = open(path, "a", buffering=1, encoding="utf-8")  # noqa: SIM115 - lives as long as the process
         sys.stdout = _Tee(sys.stdout, log_file)  # type: ignore[assignment]
         sys.stderr = _Tee(sys.stderr, log_file)  # type: ignore[assignment]
+    secrets = _secret_values()
+    if secrets:
+        sys.stdout = _Redacting(sys.stdout, secrets)  # type: ignore[assignment]
+        sys.stderr = _Redacting(sys.stderr, secrets)  # type: ignore[assignment]
 
     result: dict[str, Any] = {"version": RESULT_VERSION, "step_name": spec["step_name"], "attempt": spec["attempt"]}
     try:
@@ -91,6 +120,8 @@ def run_job(job_uri: str) -> int:
         result["status"] = "failed"
         result["error"] = _error(err, "store" if isinstance(err, ArtifactStoreError) else "user")
         traceback.print_exc()
+    if secrets and "error" in result:
+        result["error"] = {k: redact(v, secrets) if isinstance(v, str) else v for k, v in result["error"].items()}
     result["timings"] = {"start": started, "end": time.time(), "duration": time.time() - started}
     result["peak_memory_bytes"] = _peak_memory()
 

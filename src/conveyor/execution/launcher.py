@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterator
 
 from conveyor.exceptions import MEMORY_ADVICE, ResourceUnavailableError, StepFailedError
 from conveyor.execution.jobspec import JOB_SPEC_VERSION, JobSpecError, parse_result
+from conveyor.secrets.runtime import mark_for_redaction, redact
 from conveyor.store.store import new_id, now
 
 if TYPE_CHECKING:
@@ -92,6 +95,36 @@ def build_step_info(stack: "Stack", snapshot: "Snapshot", name: str, operator: "
         run_name=run_name, pipeline_step_name=name, run_id=run_id, step_run_id=step_run_id,
         attempt=attempt, job_name=f"conveyor-{step_run_id[:16]}-{attempt}",
         job_uri=f"{attempt_uri}/job.json", attempt_uri=attempt_uri)
+
+
+def step_environment(settings: Any, resolve: bool = True) -> dict[str, str]:
+    """settings["environment"], with secret references resolved (only now, at launch) unless asked not to."""
+    from conveyor.pipelines.compiler import thaw
+
+    env = dict(thaw(settings.get("environment") or {}))
+    if env and resolve:
+        from conveyor.secrets.runtime import resolve as resolve_secrets
+
+        env = resolve_secrets(env)
+    return env
+
+
+@contextmanager
+def process_environment(env: dict[str, str]) -> Iterator[None]:
+    """An in-process step's environment: set for its duration, then restored (shared by concurrent steps)."""
+    if not env:
+        yield
+        return
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def entrypoint_request(info: "StepRunInfo", store: "BaseArtifactStore") -> tuple[list[str], dict[str, str]]:
@@ -196,6 +229,8 @@ class StepLauncher:
         self.s.display.update(self.name, "completed")
 
     def _finish_failed(self, status: str, failure: _Failure, input_ids: dict[str, str]) -> None:
+        failure.message = redact(failure.message)
+        failure.traceback = redact(failure.traceback) if failure.traceback else failure.traceback
         self.s.store.finish_step(self.step_run_id, status=status, inputs=input_ids, outputs={}, end_time=now(),
                                  error=failure.message, failure_kind=failure.kind, traceback=failure.traceback)
         self.s.display.update(self.name, status, failure.message.splitlines()[0] if failure.message else "")
@@ -211,6 +246,7 @@ class StepLauncher:
         lock = threading.Lock()
 
         def sink(text: str) -> None:
+            text = redact(text)
             with lock:
                 if fh is not None:
                     fh.write(text)
@@ -255,7 +291,8 @@ class StepLauncher:
         try:
             self.s.in_process_threads[self.name] = threading.get_ident()
             try:
-                with capture.capture_thread(sink), Watchdog(self.spec["timeout"]):
+                with capture.capture_thread(sink), Watchdog(self.spec["timeout"]), \
+                        process_environment(step_environment(self.spec["settings"])):
                     values = load_inputs(inputs, self.s.artifacts)
                     metas = run_function(func, self.name, self.spec["parameters"], values, outputs, self.s.artifacts)
             finally:
@@ -316,6 +353,15 @@ class StepLauncher:
             spec["source"]["code_archive"] = upload(self.s.artifacts, spec["source"]["code_root"])
         self.s.artifacts.write_text(info.job_uri, json.dumps(spec))
         command, environment = entrypoint_request(info, self.s.stack.artifact_store)
+        environment.update(step_environment(self.spec["settings"]))
+        mark_for_redaction(environment)
+        sealed_key = None
+        if operator.exposes_environment:
+            from conveyor.secrets.envelope import seal
+
+            key_uri = f"{attempt_uri}/envelope.key"
+            store_vars = set(self.s.stack.artifact_store.config.remote_environment())
+            sealed_key = key_uri if seal(environment, self.s.artifacts, key_uri, store_vars) else None
         try:
             operator.check_resources(info)
         except ResourceUnavailableError as err:
@@ -329,7 +375,11 @@ class StepLauncher:
             raise _Failure(f"submission to step operator {operator.name!r} failed: {type(err).__name__}: {err}",
                            "submit") from None
         self.s.store.update_step_run(self.step_run_id, submission=submission.to_json())
-        report, reason = self._wait(operator, submission, info, log_uri)
+        try:
+            report, reason = self._wait(operator, submission, info, log_uri)
+        finally:
+            if sealed_key is not None and self.s.artifacts.exists(sealed_key):  # the step never opened it
+                self.s.artifacts.rm(sealed_key)
         return self._outcome(operator, report, reason, info)
 
     def _wait(self, operator: "BaseStepOperator", submission: "Submission", info: "StepRunInfo",
@@ -341,7 +391,7 @@ class StepLauncher:
         close = None
         if operator.streams_logs:
             if getattr(operator, "stores_logs", False) and self.s.artifacts.is_local:
-                sink = lambda text: [self.s.display.log(self.name, ln) for ln in text.splitlines()]  # noqa: E731
+                sink = lambda text: [self.s.display.log(self.name, ln) for ln in redact(text).splitlines()]  # noqa: E731
             else:
                 sink, close = self._log_sink(log_uri)
             log_thread = threading.Thread(target=self._pump_logs, args=(operator, submission, sink), daemon=True,

@@ -67,7 +67,7 @@ def preflight(snapshot: "Snapshot", stack: "Stack", resolved: dict[str, Resolved
 def dry_run(snapshot: "Snapshot", step_name: str, stack_name: str | None = None) -> dict[str, Any]:
     """The exact request the step's operator would send, without running anything or touching the store's runs."""
     from conveyor.context import get_context
-    from conveyor.execution.launcher import build_step_info, entrypoint_request
+    from conveyor.execution.launcher import build_step_info, entrypoint_request, step_environment
 
     stack = get_context().load_stack(stack_name)
     resolved = resolve_steps(snapshot, stack)[step_name]
@@ -78,6 +78,7 @@ def dry_run(snapshot: "Snapshot", step_name: str, stack_name: str | None = None)
     info = build_step_info(stack, snapshot, step_name, operator, run_id="dry-run", run_name="dry-run",
                            step_run_id=f"dry-run-{step_name}", attempt=1, attempt_uri=attempt_uri)
     command, environment = entrypoint_request(info, stack.artifact_store)
+    environment.update(step_environment(snapshot.step_spec(step_name)["settings"], resolve=False))
     return operator.dry_run(info, command, environment)
 
 

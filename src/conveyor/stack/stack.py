@@ -16,8 +16,14 @@ if TYPE_CHECKING:
 
 
 def build_component(registry: "FlavorRegistry", record: dict[str, Any]) -> StackComponent:
+    """The component, with its config's secret references resolved: this happens only when it is used."""
     flavor = registry.get(record["type"], record["flavor"])
-    config = validate_strict(flavor.config_class, record["config"], f"{record['type']} {record['name']!r}")
+    raw = record["config"]
+    if "{{" in repr(raw):
+        from conveyor.secrets.runtime import resolve
+
+        raw = resolve(raw)
+    config = validate_strict(flavor.config_class, raw, f"{record['type']} {record['name']!r}")
     return flavor.implementation_class(name=record["name"], config=config, flavor=record["flavor"], id=record["id"])
 
 

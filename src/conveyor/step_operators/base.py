@@ -50,6 +50,9 @@ class BaseStepOperator(StackComponent):
     streams_logs: ClassVar[bool] = False
     #: True when the step runs where our filesystem is not shared: its code travels as a content-hashed archive.
     needs_code_archive: ClassVar[bool] = False
+    #: True when the backend shows the job's environment to others (Ray puts runtime_env env_vars in its
+    #: workers' argv): secret variables then travel sealed, and the key as a 0600 file beside the job spec.
+    exposes_environment: ClassVar[bool] = False
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

@@ -20,7 +20,7 @@ from sqlalchemy import (
 )
 
 # Bump together with a new file in migrations/versions; a test checks they agree.
-SCHEMA_HEAD = "0001"
+SCHEMA_HEAD = "0002"
 
 metadata = MetaData()
 
@@ -62,6 +62,16 @@ stack_components = Table(
     Column("stack_id", ID(), ForeignKey("stacks.id", ondelete="CASCADE"), primary_key=True),
     Column("component_id", ID(), ForeignKey("components.id"), primary_key=True),
     Column("position", Integer, nullable=False),
+)
+
+secrets = Table(
+    "secrets", metadata,
+    Column("id", ID(), primary_key=True),
+    Column("name", String(128), nullable=False, unique=True),
+    Column("keys", JSON, nullable=False),  # the key names, for `conveyor secret list`
+    Column("value", Text, nullable=False),  # Fernet token of the JSON values; the key is never in the store
+    Column("created", DateTime, nullable=False),
+    Column("updated", DateTime, nullable=False),
 )
 
 kv = Table(

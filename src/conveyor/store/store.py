@@ -234,6 +234,37 @@ class MetadataStore:
             if not c.execute(sa.delete(t.stacks).where(t.stacks.c.name == name)).rowcount:
                 raise StoreError(f"no stack named {name!r}")
 
+    # -- secrets (values arrive encrypted; see conveyor.secrets.vault) -----------------------------
+    def put_secret(self, name: str, keys: list[str], token: str, *, replace: bool) -> None:
+        ts = now()
+        with self.write() as c:
+            exists = c.execute(sa.select(t.secrets.c.id).where(t.secrets.c.name == name)).scalar()
+            if exists and not replace:
+                raise StoreError(f"secret {name!r} already exists: change it with `conveyor secret update {name}`")
+            if not exists and replace:
+                raise StoreError(f"no secret named {name!r}: create it with `conveyor secret create {name}`")
+            if exists:
+                c.execute(sa.update(t.secrets).where(t.secrets.c.id == exists).values(keys=keys, value=token, updated=ts))
+            else:
+                c.execute(sa.insert(t.secrets).values(id=new_id(), name=name, keys=keys, value=token, created=ts,
+                                                      updated=ts))
+
+    def get_secret(self, name: str) -> dict[str, Any] | None:
+        with self.read() as c:
+            row = c.execute(sa.select(t.secrets).where(t.secrets.c.name == name)).first()
+            return dict(row._mapping) if row else None
+
+    def list_secrets(self) -> list[dict[str, Any]]:
+        with self.read() as c:
+            return [dict(r._mapping) for r in c.execute(
+                sa.select(t.secrets.c.name, t.secrets.c["keys"], t.secrets.c.created, t.secrets.c.updated)
+                .order_by(t.secrets.c.name))]
+
+    def delete_secret(self, name: str) -> None:
+        with self.write() as c:
+            if not c.execute(sa.delete(t.secrets).where(t.secrets.c.name == name)).rowcount:
+                raise StoreError(f"no secret named {name!r}: see `conveyor secret list`")
+
     # -- pipelines and snapshots ------------------------------------------------------------------
     def get_or_create_snapshot(self, pipeline_name: str, spec_hash: str, spec: dict[str, Any]) -> tuple[str, str]:
         with self.write() as c:

@@ -42,6 +42,8 @@ class RayStepOperator(BaseStepOperator):
     stores_logs: ClassVar[bool] = False
     #: the job runs the unchanged entrypoint on a Ray node that shares this machine's paths (code and artifact store)
     needs_code_archive: ClassVar[bool] = False
+    #: runtime_env env_vars appear in the argv of Ray's worker processes
+    exposes_environment: ClassVar[bool] = True
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

@@ -1,0 +1,104 @@
+"""`conveyor secret ...`: create, list, update and delete secrets (values encrypted at rest, never printed)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from conveyor.cli._common import fail, fmt_time, get_ctx, say, show, table
+
+_VALUES_HELP = """KEY=VALUE sets a key; KEY=@PATH reads the value from a file; a bare KEY asks for the value
+(hidden) at the terminal, or reads one line per bare key from standard input when it is not a terminal, so
+that the value never appears in your shell history or in any process's argv."""
+
+
+def _values(pairs: tuple[str, ...]) -> dict[str, str]:
+    values: dict[str, str] = {}
+    for pair in pairs:
+        key, eq, value = pair.partition("=")
+        if not key:
+            fail(f"invalid {pair!r}: write KEY=VALUE, KEY=@PATH or a bare KEY")
+        if not eq:
+            if sys.stdin.isatty():
+                value = click.prompt(f"value for {key}", hide_input=True)
+            else:
+                line = sys.stdin.readline()
+                if not line:
+                    fail(f"no value for {key} on standard input (one line per bare KEY)")
+                value = line.rstrip("\n")
+        elif value.startswith("@"):
+            path = Path(value[1:]).expanduser()
+            try:
+                value = path.read_text().rstrip("\n")
+            except OSError as err:
+                fail(f"cannot read the value of {key} from {path}: {err.strerror}")
+        values[key] = value
+    return values
+
+
+@click.group()
+def secret() -> None:
+    """Secrets referenced as {{NAME.KEY}} from component configs and settings["environment"].
+
+    Values are encrypted in the metadata store with a key kept outside it (CONVEYOR_SECRETS_KEY, or the
+    file CONVEYOR_SECRETS_KEY_FILE, or ~/.config/conveyor/secrets.key made on first use); they are resolved
+    only when a step is launched, delivered through the step operator's secret mechanism, and redacted
+    from step logs.
+
+    \b
+    Examples:
+      conveyor secret create wandb api_key          # asks for the value
+      conveyor secret create aws key_id=AKIA... secret=@~/.aws/secret
+      conveyor secret list
+    """
+
+
+@secret.command("create", help=f"Create secret NAME with one or more keys.\n\n{_VALUES_HELP}")
+@click.argument("name")
+@click.argument("pairs", nargs=-1, required=True, metavar="KEY[=VALUE|=@PATH]...")
+def create(name: str, pairs: tuple[str, ...]) -> None:
+    from conveyor.secrets.vault import Vault
+
+    values = _values(pairs)
+    Vault(get_ctx().store).set(name, values, replace=False)
+    say(f"Created secret {name} with key(s) {', '.join(sorted(values))}. Refer to it as "
+        f"{{{{{name}.{sorted(values)[0]}}}}}.", style="green")
+
+
+@secret.command("update", help=f"Set keys of secret NAME (other keys are kept).\n\n{_VALUES_HELP}")
+@click.argument("name")
+@click.argument("pairs", nargs=-1, metavar="KEY[=VALUE|=@PATH]...")
+@click.option("--remove-key", "remove", multiple=True, metavar="KEY", help="Remove a key (repeatable).")
+def update(name: str, pairs: tuple[str, ...], remove: tuple[str, ...]) -> None:
+    from conveyor.secrets.vault import Vault
+
+    vault = Vault(get_ctx().store)
+    values = {**vault.get(name), **_values(pairs)}
+    for key in remove:
+        if values.pop(key, None) is None:
+            fail(f"secret {name!r} has no key {key!r}")
+    vault.set(name, values, replace=True)
+    say(f"Updated secret {name}: key(s) {', '.join(sorted(values))}.", style="green")
+
+
+@secret.command("list")
+def list_() -> None:
+    """List secrets and their key names (never their values)."""
+    rows = get_ctx().store.list_secrets()
+    if not rows:
+        say("No secrets. Create one with `conveyor secret create NAME KEY=VALUE`.")
+        return
+    t = table("secret", "keys", "updated")
+    for r in rows:
+        t.add_row(r["name"], ", ".join(r["keys"]), fmt_time(r["updated"]))
+    show(t)
+
+
+@secret.command("delete")
+@click.argument("name")
+def delete(name: str) -> None:
+    """Delete secret NAME. Steps and components that refer to it fail at launch until it exists again."""
+    get_ctx().store.delete_secret(name)
+    say(f"Deleted secret {name}.")
