@@ -204,7 +204,17 @@ def kubernetes_backend(request: Any) -> Backend:
               "stop_timeout": 30}
     never = ({"pending_timeout": "1s"},
              {"step_operator.kubernetes": {"pod_settings": {"node_selectors": {"conveyor.test/pool": "a100"}}}})
-    return Backend("kubernetes", "conform_kubernetes", config, leftovers, check_cpus, never_starts=never)
+    def texts(step_run: StepRunView) -> list[tuple[str, str]]:
+        """Every Job manifest the API received and every object it holds now, Secrets aside (their data is the
+        secret mechanism itself)."""
+        import json
+
+        seen = [(f"Job {r.job} as submitted", json.dumps(r.job_manifest)) for r in cluster.runs.values()]
+        return seen + [(f"{o['kind'] if 'kind' in o else 'object'} {o['metadata']['name']}", json.dumps(o))
+                       for o in cluster.jobs() + cluster.pods()]
+
+    return Backend("kubernetes", "conform_kubernetes", config, leftovers, check_cpus, never_starts=never,
+                   texts=texts)
 
 
 #: what each backend can show; a test that needs a capability runs only where it exists
