@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
-from fixtures.postgres import require_or_skip
+from fixtures.engines import require_or_skip
 
 from conveyor import Client, pipeline, step
 from conveyor.exceptions import ConveyorError, RunFailedError

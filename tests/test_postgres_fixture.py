@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import sqlalchemy as sa
 
-from fixtures.postgres import require_or_skip
+from fixtures.engines import require_or_skip
 
 
 def test_server_is_postgresql(postgres_db_url: str) -> None:

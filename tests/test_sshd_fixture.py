@@ -12,7 +12,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from fixtures.postgres import require_or_skip
+from fixtures.engines import require_or_skip
 from fixtures.sshd import SSHServer
 
 

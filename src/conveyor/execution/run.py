@@ -58,10 +58,8 @@ def preflight(snapshot: "Snapshot", stack: "Stack", resolved: dict[str, Resolved
             info = build_step_info(stack, snapshot, name, operator, run_id="preflight", run_name="preflight",
                                    step_run_id="preflight", attempt=1, attempt_uri="")
             operator.check_resources(info)
-            prepare = getattr(operator, "prepare_step", None)
-            if prepare is not None:  # e.g. build the step's container image: a broken build leaves no run
-                prepare(info, store_root=stack.artifact_store.artifact_store().root,
-                        code_root=snapshot.step_spec(name)["source"].get("code_root"))
+            operator.prepare_step(info, store_root=stack.artifact_store.artifact_store().root,
+                                  code_root=snapshot.step_spec(name)["source"].get("code_root"))
 
 
 def dry_run(snapshot: "Snapshot", step_name: str, stack_name: str | None = None) -> dict[str, Any]:

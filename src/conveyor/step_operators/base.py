@@ -79,6 +79,10 @@ class BaseStepOperator(StackComponent):
     def check_resources(self, info: StepRunInfo) -> None:
         """Raise ResourceUnavailableError when the request can never be honoured here."""
 
+    def prepare_step(self, info: StepRunInfo, *, store_root: str, code_root: str | None) -> None:
+        """Slow preparation before the run exists (a container flavor builds the step's image here), so that a
+        failure leaves no run behind."""
+
     # -- full contract ----------------------------------------------------------------------------
     def submit(self, info: StepRunInfo, entrypoint_command: list[str], environment: dict[str, str]) -> Submission:
         job = _Launch(self, info, entrypoint_command, environment)
