@@ -100,5 +100,7 @@ def list_() -> None:
 @click.argument("name")
 def delete(name: str) -> None:
     """Delete secret NAME. Steps and components that refer to it fail at launch until it exists again."""
-    get_ctx().store.delete_secret(name)
+    from conveyor.secrets.vault import Vault
+
+    Vault(get_ctx().store).delete(name)
     say(f"Deleted secret {name}.")

@@ -81,6 +81,10 @@ class Vault:
         self.store.put_secret(name, sorted(values), token, replace=replace)
         self._cache.pop(name, None)
 
+    def delete(self, name: str) -> None:
+        self.store.delete_secret(name)
+        self._cache.pop(name, None)
+
     def get(self, name: str) -> dict[str, str]:
         if name not in self._cache:
             row = self.store.get_secret(name)
