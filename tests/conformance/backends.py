@@ -217,6 +217,85 @@ def kubernetes_backend(request: Any) -> Backend:
                    texts=texts)
 
 
+def vertex_backend(request: Any) -> Backend:
+    """Vertex AI through the official SDK's clients pointed at a local fake of its REST endpoints
+    (tests/fixtures/vertex_fake.py), whose worker runs each CustomJob's container in Podman; the project's artifact
+    store is S3 on moto, the step's credentials travel through the fake's Secret Manager."""
+    if request.node.originalname == "test_dry_run_matches_the_golden_file":
+        # dry_run never connects; the fake's port and the built image's tag change every session
+        config = {"project": "ml-project", "location": "europe-west4", "use_preemptible": True,
+                  "image": "europe-west4-docker.pkg.dev/ml-project/steps/conveyor-step:1",
+                  "service_account": "steps@ml-project.iam.gserviceaccount.com", "labels": {"team": "ml"}}
+        return Backend("vertex", "conform_vertex", config, lambda step_run: [], check_local_cpus)
+    import json
+    import os
+
+    from fixtures.vertex_fake import TERMINAL
+
+    from conveyor.context import get_context, reset_contexts
+    from conveyor.images.build import ensure_image
+    from conveyor.images.settings import DockerSettings
+
+    fake = request.getfixturevalue("vertex_fake")
+    engine = request.getfixturevalue("podman_engine")
+    s3 = request.getfixturevalue("s3_server")
+    bucket = request.getfixturevalue("s3_bucket")  # the AWS chain of this process (and its subprocesses)
+    # the conformance steps' sentinel and counter files live under tmp_path: the fake's worker shares it
+    fake.shared_paths = [str(request.getfixturevalue("tmp_path"))]
+    ctx = get_context()
+    ctx.ensure_defaults()
+    store = ctx.store.create_component("artifact_store", "vertex_s3", "s3", {"path": f"s3://{bucket}/conveyor",
+                                                                              "endpoint_url": s3.endpoint_url})
+    ids = [c["id"] for c in ctx.store.get_stack("default")["components"] if c["type"] != "artifact_store"]
+    ctx.store.set_stack_components("default", [*ids, store])
+    reset_contexts()
+    # built once per content hash, before any timed test (the operator's pre-flight then finds the tag)
+    docker = {"parent_image": engine.base_image}
+    ensure_image(DockerSettings(**docker), engine.docker_host, extra_requirements=["s3fs"])
+
+    def leftovers(step_run: StepRunView) -> list[str]:
+        data = (step_run.submission or {}).get("data") or {}
+        left = [f"container {c.name} ({c.status})" for c in fake.containers(step_run.id)]
+        job = fake.jobs.get(data.get("job") or "")
+        if job is not None and job.state not in TERMINAL:
+            left.append(f"CustomJob {job.name} ({job.state})")
+        secret = fake.secrets.get(data.get("secret") or "")
+        if secret is not None and not secret.deleted:
+            left.append(f"secret {secret.name}")
+        return left
+
+    def check_cpus(seen: dict[str, Any]) -> None:
+        # cpu_count=1 picks n1-highmem-2 (the smallest machine type of the table); the fake gives the container
+        # that machine's vCPUs as a quota, and the operator sets OMP_NUM_THREADS to the request
+        assert seen["omp"] == "1", seen
+        jobs = [j for j in fake.jobs.values() if any(e.name == "CONVEYOR_STEP_NAME" and e.value == "resources_seen"
+                                                     for e in j.message.job_spec.worker_pool_specs[0].container_spec.env)]
+        assert jobs and all(j.message.job_spec.worker_pool_specs[0].machine_spec.machine_type == "n1-highmem-2"
+                            for j in jobs), jobs
+        assert seen["cpu_quota"] == min(2.0, float(os.cpu_count() or 1)), seen
+
+    def texts(step_run: StepRunView) -> list[tuple[str, str]]:
+        """Every request the fake received (CustomJobs, secret metadata, log reads; the secret versions' payloads
+        aside: they are the secret mechanism itself), every log entry, every object of the S3 artifact store."""
+        seen = [(f"{method} {path}", body) for method, path, body in fake.requests]
+        seen += [(f"log entry {e['insertId']}", json.dumps(e)) for e in fake.entries]
+        client = s3.client()
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+            for obj in page.get("Contents", []):
+                data = client.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read()
+                seen.append((f"s3://{bucket}/{obj['Key']}", data.decode("utf-8", "replace")))
+        return seen
+
+    config = {"project": "conveyor-test", "location": "us-central1", "api_endpoint": fake.url,
+              "secret_manager_api_endpoint": fake.url, "logging_api_endpoint": fake.url,
+              "docker_host": engine.docker_host, "docker_settings": docker, "poll_interval": 0.2, "stop_timeout": 30,
+              "log_lag": 0.3}
+    # no GPU in the fake: a job asking for one waits PENDING, as in a stockout
+    never = ({"pending_timeout": "1s"},
+             {"step_operator.vertex": {"accelerator_type": "NVIDIA_TESLA_T4", "accelerator_count": 1}})
+    return Backend("vertex", "conform_vertex", config, leftovers, check_cpus, never_starts=never, texts=texts)
+
+
 #: what each backend can show; a test that needs a capability runs only where it exists
 CAPABILITIES: dict[str, set[str]] = {
     "local": {"memory_enforced", "resume"},
@@ -234,6 +313,9 @@ CAPABILITIES: dict[str, set[str]] = {
     "spark": {"resume"},
     # a container starts at once (no queue to wait in); memory is a cgroup limit: docs/step_operators/docker.md
     "docker": {"memory_enforced", "resume"},
+    # a job gets a whole machine type (no memory limit below it); the fake has no GPU, so a job asking for one
+    # waits PENDING as in a stockout: docs/step_operators/vertex.md
+    "vertex": {"never_starts", "resume"},
 }
 
 BACKENDS: dict[str, Callable[[Any], Backend]] = {
@@ -247,4 +329,5 @@ BACKENDS: dict[str, Callable[[Any], Backend]] = {
     "kubernetes": kubernetes_backend,
     "spark": spark_backend,
     "docker": docker_backend,
+    "vertex": vertex_backend,
 }

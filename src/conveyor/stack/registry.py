@@ -31,6 +31,7 @@ BUILTIN_FLAVORS: dict[ComponentType, dict[str, str]] = {
         "spark": "conveyor.step_operators.spark.flavor:SparkStepOperatorFlavor",
         "kubernetes": "conveyor.step_operators.kubernetes.flavor:KubernetesStepOperatorFlavor",
         "docker": "conveyor.step_operators.docker.flavor:DockerStepOperatorFlavor",
+        "vertex": "conveyor.step_operators.vertex.flavor:VertexStepOperatorFlavor",
         "sagemaker": "conveyor.step_operators.sagemaker.flavor:SageMakerStepOperatorFlavor",
     },
 }
