@@ -32,6 +32,7 @@ BUILTIN_FLAVORS: dict[ComponentType, dict[str, str]] = {
         "kubernetes": "conveyor.step_operators.kubernetes.flavor:KubernetesStepOperatorFlavor",
         "docker": "conveyor.step_operators.docker.flavor:DockerStepOperatorFlavor",
         "vertex": "conveyor.step_operators.vertex.flavor:VertexStepOperatorFlavor",
+        "azureml": "conveyor.step_operators.azureml.flavor:AzureMLStepOperatorFlavor",
         "sagemaker": "conveyor.step_operators.sagemaker.flavor:SageMakerStepOperatorFlavor",
     },
 }
