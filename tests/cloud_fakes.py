@@ -330,6 +330,169 @@ class _AzureJobs:
 
 
 # -- Modal ------------------------------------------------------------------------------------------
+@dataclass
+class _ModalResult:
+    """modal_proto's GenericResult as far as the operator reads it."""
+
+    status: int
+    exception: str = ""
+
+
+#: GenericResult.GenericStatus numbers (modal_proto.api_pb2)
+_STATUS = {"preempted": 6, "oom": 10, "timeout": 4}
+
+
+class _LogStream:
+    """Iterates what the process wrote to its log file, as it comes, until the process has ended."""
+
+    def __init__(self, job: LocalJob) -> None:
+        self.job = job
+
+    def __iter__(self) -> Any:
+        sent = 0
+        while True:
+            done = self.job.started and not self.job.alive() or self.job.cancelled and not self.job.started
+            data = self.job.log.read_bytes() if self.job.log.exists() else b""
+            if len(data) > sent:
+                yield data[sent:].decode("utf-8", "replace")
+                sent = len(data)
+            if done:
+                return
+            time.sleep(0.05)
+
+
+class _FakeSandbox:
+    def __init__(self, fake: "FakeModal", job: LocalJob, spec: dict[str, Any]) -> None:
+        self.fake, self.local, self.spec = fake, job, spec
+        self.object_id = new_id("sb")
+        self.terminated = False
+
+    @property
+    def _impl(self) -> Any:
+        return type("Impl", (), {"result": self._result()})()
+
+    def _result(self) -> _ModalResult | None:
+        if self.poll() is None:
+            return None
+        if self.terminated:
+            return _ModalResult(3)
+        if self.local.fate:
+            return _ModalResult(_STATUS[self.local.fate], f"fake platform: {self.local.fate}")
+        return _ModalResult(1 if self.local.exit_code == 0 else 2)
+
+    def poll(self) -> int | None:
+        if self.terminated and not self.local.alive():
+            return 137 if self.local.exit_code is None else self.local.exit_code
+        return self.local.exit_code
+
+    def terminate(self) -> None:
+        self.fake.terminations.append(self.object_id)
+        self.terminated = True
+        self.local.kill()
+
+    def get_tags(self) -> dict[str, str]:
+        return dict(self.spec["tags"])
+
+    @property
+    def stdout(self) -> _LogStream:
+        return _LogStream(self.local)
+
+    @property
+    def stderr(self) -> list[str]:
+        return []  # the fake runs the process with stderr joined to stdout
+
+
+class FakeModal:
+    """The `modal` module as our operator uses it: `App.lookup`, `Image.from_registry`, `Secret.from_dict /
+    from_name`, `Sandbox.create / from_id / from_name`, `Client.from_credentials`."""
+
+    def __init__(self, root: Path) -> None:
+        from modal.exception import NotFoundError
+
+        self.root = root
+        self.NotFoundError = NotFoundError
+        self.sandboxes: dict[str, _FakeSandbox] = {}
+        self.received: list[dict[str, Any]] = []
+        self.secret_values: list[dict[str, str]] = []
+        self.scripts: list[Script] = []
+        self.terminations: list[str] = []
+        self.clients: list[tuple[str, str]] = []
+        fake = self
+
+        class App:
+            @staticmethod
+            def lookup(name: str, *, create_if_missing: bool = False, **kwargs: Any) -> Any:
+                assert create_if_missing
+                return type("App", (), {"name": name, "app_id": f"ap-{name}"})()
+
+        class Image:
+            @staticmethod
+            def from_registry(tag: str, secret: Any = None, **kwargs: Any) -> Any:
+                return type("Image", (), {"tag": tag, "registry_secret": secret})()
+
+        class Secret:
+            @staticmethod
+            def from_dict(env_dict: dict[str, str]) -> Any:
+                fake.secret_values.append(dict(env_dict))
+                return type("Secret", (), {"values": dict(env_dict), "name": None})()
+
+            @staticmethod
+            def from_name(name: str, **kwargs: Any) -> Any:
+                return type("Secret", (), {"values": {}, "name": name})()
+
+        class Client:
+            @staticmethod
+            def from_credentials(token_id: str, token_secret: str) -> Any:
+                fake.clients.append((token_id, token_secret))
+                return object()
+
+        class Sandbox:
+            @staticmethod
+            def create(*args: str, app: Any, name: str, tags: dict[str, str], image: Any, env: dict[str, str],
+                       secrets: list[Any], timeout: int, **kwargs: Any) -> _FakeSandbox:
+                return fake._create(args, app, name, tags, image, env, secrets, timeout, kwargs)
+
+            @staticmethod
+            def from_id(sandbox_id: str, **kwargs: Any) -> _FakeSandbox:
+                if sandbox_id not in fake.sandboxes:
+                    raise fake.NotFoundError(f"Sandbox {sandbox_id} not found")
+                return fake.sandboxes[sandbox_id]
+
+            @staticmethod
+            def from_name(app_name: str, name: str, **kwargs: Any) -> _FakeSandbox:
+                for sb in fake.sandboxes.values():
+                    if sb.spec["app"] == app_name and sb.spec["name"] == name and sb.poll() is None:
+                        return sb
+                raise fake.NotFoundError(f"no running Sandbox {name} in app {app_name}")
+
+        self.App, self.Image, self.Secret, self.Client, self.Sandbox = App, Image, Secret, Client, Sandbox
+
+    def _create(self, args: tuple[str, ...], app: Any, name: str, tags: dict[str, str], image: Any,
+                env: dict[str, str], secrets: list[Any], timeout: int, options: dict[str, Any]) -> _FakeSandbox:
+        spec = {"app": app.name, "name": name, "args": list(args), "image": image.tag, "env": dict(env),
+                "tags": dict(tags), "timeout": timeout, "secrets": [s.name or sorted(s.values) for s in secrets],
+                **{k: v for k, v in options.items() if k != "client"}}
+        self.received.append(spec)
+        script = Script()
+        if self.scripts:
+            script = self.scripts[0]
+            script.times -= 1
+            if script.times <= 0:
+                self.scripts.pop(0)
+        merged: dict[str, str] = {}
+        for secret in secrets:
+            merged.update(secret.values)
+        job_env = platform_env({**merged, **env})
+        sandbox = _FakeSandbox(self, LocalJob(local_argv(list(args)), job_env, self.root / name / "output.txt",
+                                              script), spec)
+        self.sandboxes[sandbox.object_id] = sandbox
+        return sandbox
+
+    def close(self) -> None:
+        for sb in self.sandboxes.values():
+            sb.local.kill()
+
+
 def wait_for(predicate: Callable[[], bool], timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

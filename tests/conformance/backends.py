@@ -296,8 +296,28 @@ def vertex_backend(request: Any) -> Backend:
     return Backend("vertex", "conform_vertex", config, leftovers, check_cpus, never_starts=never, texts=texts)
 
 
+def azureml_backend(request: Any) -> Backend:
+    """Azure ML: request only (no Azure reachable). The lifecycle runs at the SDK's client boundary in
+    tests/test_azureml_operator.py: docs/step_operators/azureml.md says what that covers."""
+    config = {"subscription_id": "00000000-0000-0000-0000-000000000000", "resource_group": "ml",
+              "workspace_name": "conveyor-ws", "image": "conveyor.azurecr.io/conveyor-step:1",
+              "key_vault_url": "https://conveyor-kv.vault.azure.net", "identity_client_id": "conveyor-steps-identity"}
+    return Backend("azureml", "conform_azureml", config, lambda step_run: [], check_local_cpus)
+
+
+def modal_backend(request: Any) -> Backend:
+    """Modal: request only (no Modal reachable). The lifecycle runs against a fake of the `modal` module's API in
+    tests/test_modal_operator.py: docs/step_operators/modal.md says what that covers."""
+    config = {"image": "ghcr.io/acme/conveyor-step:1", "app_name": "conveyor-steps", "secrets": ["wandb"],
+              "gpu": "A100"}
+    return Backend("modal", "conform_modal", config, lambda step_run: [], check_local_cpus)
+
+
 #: what each backend can show; a test that needs a capability runs only where it exists
 CAPABILITIES: dict[str, set[str]] = {
+    # request only: see REQUEST_ONLY
+    "azureml": set(),
+    "modal": set(),
     "local": {"memory_enforced", "resume"},
     "fault": {"never_starts", "memory_enforced"},
     "slurm": {"never_starts", "memory_enforced", "resume"},
@@ -318,7 +338,13 @@ CAPABILITIES: dict[str, set[str]] = {
     "vertex": {"never_starts", "resume"},
 }
 
+#: flavors whose service cannot run here: the suite checks only their request (the golden dry run); their
+#: submit -> poll -> logs -> cancel lifecycle is tested at the SDK's client boundary in tests/test_<flavor>_operator.py
+REQUEST_ONLY: frozenset[str] = frozenset({"azureml", "modal"})
+
 BACKENDS: dict[str, Callable[[Any], Backend]] = {
+    "azureml": azureml_backend,
+    "modal": modal_backend,
     "local": lambda request: Backend("local", "conform_local", {}, local_leftovers, check_local_cpus),
     "fault": lambda request: Backend(
         "fault", "conform_fault", {"fault": "none"}, local_leftovers, check_local_cpus,

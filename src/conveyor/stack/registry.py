@@ -33,6 +33,7 @@ BUILTIN_FLAVORS: dict[ComponentType, dict[str, str]] = {
         "docker": "conveyor.step_operators.docker.flavor:DockerStepOperatorFlavor",
         "vertex": "conveyor.step_operators.vertex.flavor:VertexStepOperatorFlavor",
         "azureml": "conveyor.step_operators.azureml.flavor:AzureMLStepOperatorFlavor",
+        "modal": "conveyor.step_operators.modal.flavor:ModalStepOperatorFlavor",
         "sagemaker": "conveyor.step_operators.sagemaker.flavor:SageMakerStepOperatorFlavor",
     },
 }

@@ -1,0 +1,1 @@
+"""The `modal` step operator: one Modal Sandbox per step attempt."""
