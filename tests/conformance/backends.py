@@ -217,6 +217,74 @@ def kubernetes_backend(request: Any) -> Backend:
                    texts=texts)
 
 
+def sagemaker_backend(request: Any) -> Backend:
+    """SageMaker on moto (in this process, real HTTP) with a test-side training-job runner that runs each job's
+    container in Podman; the project's artifact store is S3 on the same moto."""
+    role = "arn:aws:iam::123456789012:role/conveyor-steps"
+    if request.node.originalname == "test_dry_run_matches_the_golden_file":
+        # dry_run never connects; the live endpoint and the built image's tag change every session
+        config = {"role": role, "region": "eu-west-1", "bucket": "conveyor-ml",
+                  "image": "123456789012.dkr.ecr.eu-west-1.amazonaws.com/conveyor-step:1"}
+        return Backend("sagemaker", "conform_sagemaker", config, lambda step_run: [], check_local_cpus)
+    from fixtures.sagemaker_runner import CREDENTIALS
+
+    cloud = request.getfixturevalue("sagemaker_cloud")
+    monkeypatch = request.getfixturevalue("monkeypatch")
+    for key, value in CREDENTIALS.items():  # the AWS chain of the orchestrating process (and its subprocesses)
+        monkeypatch.setenv(key, value)
+    bucket = cloud.new_bucket()
+    use_s3_artifact_store(f"s3://{bucket}/conveyor", cloud.endpoint_url)
+
+    def leftovers(step_run: StepRunView) -> list[str]:
+        data = (step_run.submission or {}).get("data") or {}
+        left = [f"container {c.name} ({c.status})" for c in cloud.runner.containers(step_run.id)]
+        job = data.get("job")
+        if job:
+            status = cloud.client("sagemaker").describe_training_job(TrainingJobName=job)["TrainingJobStatus"]
+            if status in ("InProgress", "Stopping"):
+                left.append(f"training job {job} ({status})")
+        secret = data.get("secret")
+        if secret and secret.split(":")[-1].rsplit("-", 1)[0] in cloud.secrets():
+            left.append(f"secret {secret}")
+        return left
+
+    def check_cpus(seen: dict[str, Any]) -> None:
+        # cpu_count=1 picks ml.m5.large (2 vCPUs, the smallest type of the table); the runner gives the container
+        # that instance's CPUs as a quota, and the operator sets OMP_NUM_THREADS to the request
+        import os
+
+        assert seen["omp"] == "1", seen
+        runs = [r for r in cloud.runner.runs.values()
+                if (r.request.get("Environment") or {}).get("CONVEYOR_STEP_NAME") == "resources_seen"]
+        assert runs and all(r.request["ResourceConfig"]["InstanceType"] == "ml.m5.large" for r in runs), runs
+        assert seen["cpu_quota"] == min(2.0, float(len(os.sched_getaffinity(0)))), seen
+
+    def texts(step_run: StepRunView) -> list[tuple[str, str]]:
+        """Every CreateTrainingJob request sent, every object of the S3 artifact store, the CloudWatch logs."""
+        import json
+
+        seen = [(f"CreateTrainingJob {r['TrainingJobName']}", json.dumps(r)) for r in cloud.runner.requests]
+        seen += [(where, data.decode("utf-8", "replace")) for where, data in cloud.objects(bucket)]
+        return seen + [(f"CloudWatch logs of {name}", cloud.log_text(name)) for name in cloud.runner.runs]
+
+    config = {"role": role, "region": "us-east-1", "endpoint_url": cloud.endpoint_url, "image": cloud.image,
+              "poll_interval": 0.2, "stop_timeout": 60}
+    return Backend("sagemaker", "conform_sagemaker", config, leftovers, check_cpus, texts=texts)
+
+
+def use_s3_artifact_store(path: str, endpoint_url: str) -> None:
+    """Make the project's default stack keep its artifacts in S3 (a remote job cannot see a local directory)."""
+    from conveyor.context import get_context, reset_contexts
+
+    ctx = get_context()
+    ctx.ensure_defaults()
+    store_id = ctx.store.create_component("artifact_store", "s3store", "s3", {"path": path, "endpoint_url": endpoint_url})
+    record = ctx.store.get_stack("default")
+    ids = [c["id"] for c in record["components"] if c["type"] != "artifact_store"] + [store_id]
+    ctx.store.set_stack_components("default", ids)
+    reset_contexts()
+
+
 def vertex_backend(request: Any) -> Backend:
     """Vertex AI through the official SDK's clients pointed at a local fake of its REST endpoints
     (tests/fixtures/vertex_fake.py), whose worker runs each CustomJob's container in Podman; the project's artifact
@@ -336,6 +404,9 @@ CAPABILITIES: dict[str, set[str]] = {
     # a job gets a whole machine type (no memory limit below it); the fake has no GPU, so a job asking for one
     # waits PENDING as in a stockout: docs/step_operators/vertex.md
     "vertex": {"never_starts", "resume"},
+    # an instance cannot have less memory than its type, and the runner starts every job at once (no capacity
+    # queue): docs/step_operators/sagemaker.md
+    "sagemaker": {"resume"},
 }
 
 #: flavors whose service cannot run here: the suite checks only their request (the golden dry run); their
@@ -356,4 +427,5 @@ BACKENDS: dict[str, Callable[[Any], Backend]] = {
     "spark": spark_backend,
     "docker": docker_backend,
     "vertex": vertex_backend,
+    "sagemaker": sagemaker_backend,
 }

@@ -27,6 +27,8 @@ if TYPE_CHECKING:
     from conveyor.store.store import MetadataStore
 
 POLL_START, POLL_MAX = 0.05, 2.0
+#: how often a log stored in a remote artifact store (no append) is rewritten while the step runs
+LIVE_LOG_FLUSH_S = 1.0
 STORAGE_OPTIONS_ENV = "CONVEYOR_STORAGE_OPTIONS"
 #: failures StepRetryConfig retries: the step's own doing. Preemption and lost jobs have their own budget;
 #: a refused submission, an impossible request or a stop are never retried.
@@ -236,7 +238,11 @@ class StepLauncher:
         self.s.display.update(self.name, status, failure.message.splitlines()[0] if failure.message else "")
 
     def _log_sink(self, log_uri: str) -> tuple[Any, Any]:
-        """A sink that appends to the stored log and echoes complete lines to the display."""
+        """A sink that appends to the stored log and echoes complete lines to the display.
+
+        A remote store (S3) has no append: the log so far is rewritten at most once per LIVE_LOG_FLUSH_S while
+        the step runs, so `conveyor run logs` and other processes see it live there too.
+        """
         path = self.s.artifacts.local_path(log_uri)
         buffer: list[str] = []
         pending = [""]
@@ -244,6 +250,21 @@ class StepLauncher:
         if path:
             fh = self.s.artifacts.open(log_uri, "a")  # noqa: SIM115 - closed by close()
         lock = threading.Lock()
+        flushing = threading.Lock()
+        live: dict[str, Any] = {"timer": None, "last": 0.0, "closed": False}
+
+        def flush_remote() -> None:
+            with flushing:  # one write at a time, each with everything so far: never an older log over a newer
+                with lock:
+                    live["timer"] = None
+                    if live["closed"]:
+                        return
+                    text = "".join(buffer)
+                    live["last"] = time.monotonic()
+                try:
+                    self.s.artifacts.write_text(log_uri, text)
+                except Exception:  # noqa: BLE001 - best effort while running; close() writes the whole log
+                    pass
 
         def sink(text: str) -> None:
             text = redact(text)
@@ -253,6 +274,11 @@ class StepLauncher:
                     fh.flush()
                 else:
                     buffer.append(text)
+                    if live["timer"] is None and not live["closed"]:
+                        wait = max(0.0, LIVE_LOG_FLUSH_S - (time.monotonic() - live["last"]))
+                        live["timer"] = threading.Timer(wait, flush_remote)
+                        live["timer"].daemon = True
+                        live["timer"].start()
                 pending[0] += text
                 *lines, pending[0] = pending[0].split("\n")
             for line in lines:
@@ -260,6 +286,10 @@ class StepLauncher:
 
         def close() -> None:
             with lock:
+                live["closed"] = True
+                if live["timer"] is not None:
+                    live["timer"].cancel()
+            with flushing, lock:
                 if pending[0]:
                     self.s.display.log(self.name, pending[0])
                     pending[0] = ""
