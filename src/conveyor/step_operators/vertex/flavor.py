@@ -82,8 +82,9 @@ class VertexStepOperatorConfig(BaseStepOperatorConfig):
     poll_interval: float = Field(default=2.0, gt=0, description="longest wait between two status polls, in seconds")
     stop_timeout: float = Field(default=300.0, gt=0, description=(
         "how long cancel() waits for Vertex to report the job CANCELLED"))
-    log_lag: float = Field(default=10.0, ge=0, description=(
-        "how long to keep reading Cloud Logging after the job ended (entries arrive a few seconds late)"))
+    log_lag: float = Field(default=4.0, ge=0, description=(
+        "how long to keep reading Cloud Logging after the job ended (entries arrive a few seconds late; the "
+        "launcher waits at most 5 s for the log stream once a step has ended)"))
     secret_ttl: float = Field(default=8 * 86400.0, gt=0, description=(
         "Secret Manager deletes a per-job secret this long after it was created, should Conveyor not have removed "
         "it (default: 8 days, beyond Vertex's 7-day job limit)"))
