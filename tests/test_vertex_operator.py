@@ -326,6 +326,13 @@ def test_a_job_waiting_for_gpus_stays_queued_until_cancelled(vertex: Any, tmp_pa
     report = operator.get_status(submission)
     assert report.state == "queued" and "pending" in report.message
     assert list(operator.logs(submission, follow=False)) == []
+    vertex.logging_denied = True  # no permission to read logs: the stream stops saying why, instead of waiting
+    try:
+        with pytest.raises(Exception, match="logging.logEntries.list") as denied:
+            next(operator.logs(submission, follow=True))
+        assert type(denied.value).__name__ == "Forbidden"
+    finally:
+        vertex.logging_denied = False
     operator.cancel(submission)
     assert operator.get_status(submission).state == "cancelled"
 

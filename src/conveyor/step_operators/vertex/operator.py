@@ -47,6 +47,8 @@ TERMINAL_JOB_STATES = frozenset({"JOB_STATE_SUCCEEDED", "JOB_STATE_FAILED", "JOB
 _EXIT = re.compile(r"non-zero status of (\d+)")
 _PREEMPTED = re.compile(r"preempt", re.I)
 _OOM = re.compile(r"out[- ]of[- ]memory|\bOOM\b", re.I)
+#: google.api_core errors that a retry will not fix
+PERMANENT = ("Unauthorized", "Forbidden", "BadRequest")
 
 
 def state_report(state: str, error_code: int, error_message: str, *, job: str, timeout: float | None = None,
@@ -306,9 +308,13 @@ class VertexStepOperator(BaseStepOperator):
         self._check_store(info)
         image = self.step_image(info)
         existing = self._existing(info)
-        secret = None
+        secret: str | None = None
         if existing is not None:
+            # a restarted orchestrator submitting the same attempt again: follow the job (and its secret)
             created, reattached = existing, True
+            env = {e.name: e.value for e in existing.job_spec.worker_pool_specs[0].container_spec.env}
+            if SECRET_ENV in env:
+                secret = env[SECRET_ENV].rsplit("/versions/", 1)[0]
         else:
             _, secret_values = self.render(info, entrypoint_command, environment, image=image)
             version = None
@@ -323,10 +329,6 @@ class VertexStepOperator(BaseStepOperator):
                     self._delete_secret(secret)
                 raise
             reattached = False
-        if existing is not None and any(e.name == SECRET_ENV for e in existing.job_spec.worker_pool_specs[0].container_spec.env):
-            version = next(e.value for e in existing.job_spec.worker_pool_specs[0].container_spec.env
-                           if e.name == SECRET_ENV)
-            secret = version.rsplit("/versions/", 1)[0]
         return Submission(flavor=self.flavor, job_name=info.job_name, backend_id=created.name,
                           data={"job": created.name, "job_id": created.name.rsplit("/", 1)[-1],
                                 "project": self.config.project, "secret": secret, "timeout": info.config.timeout,
@@ -438,9 +440,8 @@ class VertexStepOperator(BaseStepOperator):
                     text = str(payload) if payload is not None else ""
                     yield text if text.endswith("\n") else text + "\n"
             except Exception as err:  # noqa: BLE001 - Cloud Logging blips: try again on the next pass
-                if not follow:
-                    raise
-                del err
+                if not follow or _api_error(err, *PERMANENT):
+                    raise  # the launcher shows "(log streaming stopped: ...)": no permission never heals
             if not follow:
                 return
             if done:
