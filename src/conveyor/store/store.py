@@ -267,6 +267,17 @@ class MetadataStore:
 
     # -- pipelines and snapshots ------------------------------------------------------------------
     def get_or_create_snapshot(self, pipeline_name: str, spec_hash: str, spec: dict[str, Any]) -> tuple[str, str]:
+        """Processes starting the same pipeline at once may race to create it; on PostgreSQL (read committed) the
+        loser's insert fails on the unique name, and its second try finds the winner's row."""
+        for attempt in range(3):
+            try:
+                return self._get_or_create_snapshot(pipeline_name, spec_hash, spec)
+            except sa.exc.IntegrityError:
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _get_or_create_snapshot(self, pipeline_name: str, spec_hash: str, spec: dict[str, Any]) -> tuple[str, str]:
         with self.write() as c:
             pid = c.execute(sa.select(t.pipelines.c.id).where(t.pipelines.c.name == pipeline_name)).scalar()
             if not pid:
