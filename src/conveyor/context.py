@@ -76,27 +76,36 @@ class Context:
             self._defaults_done = True
 
     def _create_default_stack(self) -> None:
+        """Idempotent, and safe when processes race to do it: a conflict means another one got there first, so
+        the next try finds its rows and completes what is missing."""
+        import time
+
         import sqlalchemy as sa
 
+        for attempt in range(20):
+            try:
+                self._create_default_rows()
+                return
+            except (sa.exc.IntegrityError, StackError):
+                if attempt == 19:
+                    raise
+                time.sleep(0.05)
+
+    def _create_default_rows(self) -> None:
         store = self.store
-        try:
-            ids = []
-            for type_, name, flavor, config in (
-                ("orchestrator", "default", "local", {}),
-                ("artifact_store", "default", "local", {"path": str(self.dir / "artifacts")}),
-                ("step_operator", "local", "local", {}),
-            ):
-                existing = store.get_component(type_, name)
-                ids.append(existing["id"] if existing else store.create_component(type_, name, flavor, config))
-            if store.get_stack(DEFAULT_STACK) is None:
-                store.create_stack(DEFAULT_STACK, ids)
-            if store.get_kv("active_stack") is None:
-                store.set_kv("active_stack", DEFAULT_STACK)
-            store.set_kv("initialized", "1")
-        except (sa.exc.IntegrityError, StackError):
-            # Another process created them at the same moment: theirs are as good as ours.
-            if store.get_stack(DEFAULT_STACK) is None:
-                raise
+        ids = []
+        for type_, name, flavor, config in (
+            ("orchestrator", "default", "local", {}),
+            ("artifact_store", "default", "local", {"path": str(self.dir / "artifacts")}),
+            ("step_operator", "local", "local", {}),
+        ):
+            existing = store.get_component(type_, name)
+            ids.append(existing["id"] if existing else store.create_component(type_, name, flavor, config))
+        if store.get_stack(DEFAULT_STACK) is None:
+            store.create_stack(DEFAULT_STACK, ids)
+        if store.get_kv("active_stack") is None:
+            store.set_kv("active_stack", DEFAULT_STACK)
+        store.set_kv("initialized", "1")
 
     @property
     def active_stack_name(self) -> str:
