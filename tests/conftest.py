@@ -10,7 +10,8 @@ import pytest
 
 pytest_plugins = ["fixtures.postgres", "fixtures.sshd", "fixtures.slurm", "fixtures.moto_s3", "fixtures.ray_cluster",
                   "fixtures.kube_emulator",
-                  "fixtures.podman", "fixtures.spark_cluster", "fixtures.vertex_fake", "fixtures.sagemaker_runner"]
+                  "fixtures.podman", "fixtures.spark_cluster", "fixtures.vertex_fake", "fixtures.sagemaker_runner",
+                  "fixtures.azureml_fake"]
 
 TESTS_DIR = Path(__file__).parent
 os.environ.setdefault("CONVEYOR_QUIET", "")

@@ -365,12 +365,77 @@ def vertex_backend(request: Any) -> Backend:
 
 
 def azureml_backend(request: Any) -> Backend:
-    """Azure ML: request only (no Azure reachable). The lifecycle runs at the SDK's client boundary in
-    tests/test_azureml_operator.py: docs/step_operators/azureml.md says what that covers."""
+    """Azure ML through the official SDK (`MLClient`, Key Vault's `SecretClient`, `DefaultAzureCredential`) pointed
+    at a local HTTPS fake of its REST endpoints (tests/fixtures/azureml_fake.py), whose runner runs each command
+    job's container in Podman; the project's artifact store is S3 on moto, the step's credentials travel through
+    the fake's Key Vault."""
+    if request.node.originalname == "test_dry_run_matches_the_golden_file":
+        # dry_run never connects; the fake's port and the built image's tag change every session
+        config = {"subscription_id": "00000000-0000-0000-0000-000000000000", "resource_group": "ml",
+                  "workspace_name": "conveyor-ws", "image": "conveyor.azurecr.io/conveyor-step:1",
+                  "key_vault_url": "https://conveyor-kv.vault.azure.net", "identity_client_id": "conveyor-steps-identity"}
+        return Backend("azureml", "conform_azureml", config, lambda step_run: [], check_local_cpus)
+    import json
+    import os
+
+    from fixtures.azureml_fake import TERMINAL
+
+    from conveyor.images.build import ensure_image
+    from conveyor.images.settings import DockerSettings
+
+    fake = request.getfixturevalue("azureml_fake")
+    engine = request.getfixturevalue("podman_engine")
+    s3 = request.getfixturevalue("s3_server")
+    bucket = request.getfixturevalue("s3_bucket")  # the AWS chain of this process (and its subprocesses)
+    monkeypatch = request.getfixturevalue("monkeypatch")
+    for key, value in fake.env().items():  # the orchestrator's managed identity, and trust in the fake's CA
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("AZUREML_CURRENT_CLOUD", "AzureCloud")  # MLClient sets it process-wide: undone after
+    # the conformance steps' sentinel and counter files live under tmp_path: the fake's runner shares it
+    fake.shared_paths = [str(request.getfixturevalue("tmp_path"))]
+    use_s3_artifact_store(f"s3://{bucket}/conveyor", s3.endpoint_url)
+    # the step image, built once per content hash before any timed test: what the workspace's registry would hold
+    image = ensure_image(DockerSettings(parent_image=engine.base_image), engine.docker_host,
+                         extra_requirements=["s3fs", "azure-identity", "azure-keyvault-secrets"])
+
+    def leftovers(step_run: StepRunView) -> list[str]:
+        data = (step_run.submission or {}).get("data") or {}
+        left = [f"container {c.name} ({c.status})" for c in fake.containers(step_run.id)]
+        job = fake.jobs.get(data.get("job") or "")
+        if job is not None and job.status not in TERMINAL:
+            left.append(f"Azure ML job {job.name} ({job.status})")
+        left += [f"Key Vault secret {n}" for n in data.get("secrets") or [] if n in fake.live_secrets()]
+        return left
+
+    def check_cpus(seen: dict[str, Any]) -> None:
+        # cpu_count=1 picks Standard_DS2_v2 (2 vCPUs, the smallest size of the table); the fake gives the
+        # container that size's vCPUs as a quota, and the operator sets OMP_NUM_THREADS to the request
+        assert seen["omp"] == "1", seen
+        jobs = [j for j in fake.jobs.values()
+                if (j.properties.get("environmentVariables") or {}).get("CONVEYOR_STEP_NAME") == "resources_seen"]
+        assert jobs and all(j.properties["resources"]["instanceType"] == "Standard_DS2_v2" for j in jobs), jobs
+        assert seen["cpu_quota"] == min(2.0, float(os.cpu_count() or 1)), seen
+
+    def texts(step_run: StepRunView) -> list[tuple[str, str]]:
+        """Every request the fake received (job definitions, environments, Key Vault calls with the secret
+        values themselves left out: they are the secret mechanism), every job's std_log, every S3 object."""
+        seen = [(f"{method} {path}", body) for method, path, body in fake.requests]
+        seen += [(f"job {j.name} as stored", json.dumps(j.body)) for j in fake.jobs.values()]
+        seen += [(f"std_log of {j.name}", j.log) for j in fake.jobs.values()]
+        client = s3.client()
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+            for obj in page.get("Contents", []):
+                data = client.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read()
+                seen.append((f"s3://{bucket}/{obj['Key']}", data.decode("utf-8", "replace")))
+        return seen
+
     config = {"subscription_id": "00000000-0000-0000-0000-000000000000", "resource_group": "ml",
-              "workspace_name": "conveyor-ws", "image": "conveyor.azurecr.io/conveyor-step:1",
-              "key_vault_url": "https://conveyor-kv.vault.azure.net", "identity_client_id": "conveyor-steps-identity"}
-    return Backend("azureml", "conform_azureml", config, lambda step_run: [], check_local_cpus)
+              "workspace_name": "conveyor-ws", "resource_manager_url": fake.url, "image": image,
+              "key_vault_url": fake.vault_url, "identity_client_id": "conveyor-steps-identity", "poll_interval": 0.2,
+              "stop_timeout": 30}
+    # no GPU in the fake: a job on a GPU size waits Queued, as while Azure has no capacity for it
+    never = ({"pending_timeout": "1s"}, {"resources": {"gpu_count": 1}})
+    return Backend("azureml", "conform_azureml", config, leftovers, check_cpus, never_starts=never, texts=texts)
 
 
 def modal_backend(request: Any) -> Backend:
@@ -384,7 +449,6 @@ def modal_backend(request: Any) -> Backend:
 #: what each backend can show; a test that needs a capability runs only where it exists
 CAPABILITIES: dict[str, set[str]] = {
     # request only: see REQUEST_ONLY
-    "azureml": set(),
     "modal": set(),
     "local": {"memory_enforced", "resume"},
     "fault": {"never_starts", "memory_enforced"},
@@ -407,11 +471,14 @@ CAPABILITIES: dict[str, set[str]] = {
     # an instance cannot have less memory than its type, and the runner starts every job at once (no capacity
     # queue): docs/step_operators/sagemaker.md
     "sagemaker": {"resume"},
+    # a job gets a whole VM size (Azure ML caps no command job's memory below it); the fake has no GPU, so a job
+    # on a GPU size waits Queued: docs/step_operators/azureml.md
+    "azureml": {"never_starts", "resume"},
 }
 
 #: flavors whose service cannot run here: the suite checks only their request (the golden dry run); their
 #: submit -> poll -> logs -> cancel lifecycle is tested at the SDK's client boundary in tests/test_<flavor>_operator.py
-REQUEST_ONLY: frozenset[str] = frozenset({"azureml", "modal"})
+REQUEST_ONLY: frozenset[str] = frozenset({"modal"})
 
 BACKENDS: dict[str, Callable[[Any], Backend]] = {
     "azureml": azureml_backend,

@@ -45,7 +45,12 @@ class AzureMLStepOperatorConfig(BaseStepOperatorConfig):
     job_tier: JobTier | None = Field(default=None, description=(
         "serverless queue tier; 'Spot' runs on low-priority VMs that may be preempted (retried as infrastructure)"))
     cloud: str | None = Field(default=None, description=(
-        "Azure cloud: AzureCloud (default), AzureChinaCloud or AzureUSGovernment"))
+        "Azure cloud: AzureCloud (default), AzureChinaCloud or AzureUSGovernment; with resource_manager_url, the "
+        "name it is known by"))
+    resource_manager_url: str | None = Field(default=None, description=(
+        "Azure Resource Manager endpoint of a cloud the SDK does not know by name (Azure Stack Hub, a private "
+        "cloud), e.g. https://management.local.azurestack.external; its other endpoints are read from "
+        "<resource_manager_url>/metadata/endpoints, as `az cloud register` does"))
     poll_interval: float = Field(default=2.0, gt=0, description="seconds between two reads of a running job's log")
     stop_timeout: float = Field(default=120.0, gt=0, description="how long cancel() waits for the job to end")
     tags: dict[str, str] = Field(default_factory=dict, description="tags on every job")

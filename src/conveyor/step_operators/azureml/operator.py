@@ -43,6 +43,12 @@ _MEMORY = re.compile(r"out of memory|oom[- ]?kill|exit code:? 137|memory limit",
 _TIMEOUT = re.compile(r"timed? ?out|exceeded (the )?(maximum )?(run)?time|JobTimeout", re.I)
 
 
+def status_text(status: Any) -> str:
+    """A job status as Azure writes it. The SDK's `Job.status` is a `JobStatus` (str, Enum), whose `str()` on
+    Python 3.11 is "JobStatus.COMPLETED", not "Completed"; run details give a plain string."""
+    return str(getattr(status, "value", status) or "")
+
+
 def _status_code(err: BaseException) -> int | None:
     return getattr(err, "status_code", None) or getattr(getattr(err, "response", None), "status_code", None)
 
@@ -55,6 +61,27 @@ def key_vault_name(job_name: str, index: int, variable: str) -> str:
     """A Key Vault secret name (1-127 alphanumerics and dashes, case-insensitive) unique per job and variable."""
     clean = re.sub(r"[^A-Za-z0-9-]+", "-", f"{job_name}-{index}-{variable}").strip("-").lower()
     return clean[:127]
+
+
+def cloud_kwargs(cloud: str | None, resource_manager_url: str | None) -> dict[str, Any]:
+    """`MLClient`'s cloud keywords. A cloud the SDK does not know by name is described to it (`cloud_metadata`)
+    from ARM's own metadata endpoint, as `az cloud register --endpoint-resource-manager` does."""
+    if not resource_manager_url:
+        return {"cloud": cloud} if cloud else {}
+    import requests
+
+    base = resource_manager_url.rstrip("/")
+    response = requests.get(f"{base}/metadata/endpoints", params={"api-version": "2022-09-01"}, timeout=30)
+    response.raise_for_status()
+    found = response.json()
+    clouds = found if isinstance(found, list) else [found]
+    meta = next((m for m in clouds if str(m.get("resourceManager", "")).rstrip("/") == base), clouds[0])
+    name = cloud or meta.get("name") or "Custom"
+    return {"cloud": name, "cloud_metadata": {
+        "azure_portal": meta.get("portal") or base + "/", "resource_manager": base + "/",
+        "active_directory": (meta.get("authentication") or {}).get("loginEndpoint") or "",
+        "aml_resource_id": base + "/", "storage_endpoint": (meta.get("suffixes") or {}).get("storage") or "",
+        "registry_discovery_endpoint": base + "/"}}
 
 
 @dataclass
@@ -101,7 +128,7 @@ class AzureMLStepOperator(BaseStepOperator):
                     from azure.identity import DefaultAzureCredential
 
                     c = self.config
-                    extra = {"cloud": c.cloud} if c.cloud else {}
+                    extra = cloud_kwargs(c.cloud, c.resource_manager_url)
                     self._client_cache = MLClient(DefaultAzureCredential(), c.subscription_id, c.resource_group,
                                                   c.workspace_name, show_progress=False, **extra)
             return self._client_cache
@@ -315,7 +342,7 @@ class AzureMLStepOperator(BaseStepOperator):
             return StatusReport("lost", f"cannot reach Azure ML to follow job {name} for {UNREACHABLE_GRACE_S:g}s: "
                                 f"{err}")
         self._unreachable.pop(name, None)
-        report = self._report(name, str(job.status), submission.data)
+        report = self._report(name, status_text(job.status), submission.data)
         self._last[name] = report.state
         return report
 
@@ -343,7 +370,7 @@ class AzureMLStepOperator(BaseStepOperator):
         jobs = self._client().jobs
         self._cancelled.add(name)
         try:
-            status = str(jobs.get(name).status)
+            status = status_text(jobs.get(name).status)
             if status not in TERMINAL:
                 jobs.begin_cancel(name).wait(timeout=self.config.stop_timeout)
         except Exception as err:  # noqa: BLE001 - idempotent: gone, or ended meanwhile, is fine
@@ -352,7 +379,7 @@ class AzureMLStepOperator(BaseStepOperator):
         deadline = time.monotonic() + self.config.stop_timeout
         while time.monotonic() < deadline:
             try:
-                if str(jobs.get(name).status) in TERMINAL:
+                if status_text(jobs.get(name).status) in TERMINAL:
                     break
             except Exception as err:  # noqa: BLE001
                 if _not_found(err):
@@ -413,7 +440,7 @@ class AzureMLStepOperator(BaseStepOperator):
                 if _not_found(err):
                     return
                 details = None
-            status = str(getattr(details, "status", "") or "")
+            status = status_text(getattr(details, "status", None))
             done = status in TERMINAL or name in self._cancelled and status not in STATES
             files = dict(getattr(details, "log_files", None) or {})
             for log in self._user_logs(files):
