@@ -20,6 +20,7 @@ PACKAGES=(
     debootstrap    # builds the base image offline from the apt mirror; tests/fixtures/podman.py
     catatonit      # podman's init process (containers run with init=True); tests/fixtures/podman.py
     openjdk-17-jre-headless # Java for spark-submit and the standalone master/worker; tests/fixtures/spark_cluster.py
+    bsdutils       # util-linux `script`: runs a pipeline under a pseudo-terminal; tests/test_terminal_logs.py
 )
 
 is_installed() {

@@ -17,11 +17,28 @@ TESTS_DIR = Path(__file__).parent
 os.environ.setdefault("CONVEYOR_QUIET", "")
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    from fixtures.xdist_groups import register_group_marker
+
+    register_group_marker(config)
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the groups (pytest < 9.2)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Each engine starts once, on one worker, under `--dist loadgroup` (tests/fixtures/xdist_groups.py)."""
+    from fixtures.xdist_groups import mark_engine_groups
+
+    mark_engine_groups(config, items)
+
+
 @pytest.fixture(autouse=True)
 def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     from conveyor.context import reset_contexts
 
     for var in ("CONVEYOR_STORE_URL", "CONVEYOR_STACK", "CONVEYOR_SECRETS_KEY"):
+        monkeypatch.delenv(var, raising=False)
+    # xdist's workers have COLUMNS=80 (a plain pytest none): the CLI's tables, not on a terminal, would wrap there
+    for var in ("COLUMNS", "LINES"):
         monkeypatch.delenv(var, raising=False)
     # each test's secrets key, outside the project (as ~/.config/conveyor/secrets.key is outside the store)
     monkeypatch.setenv("CONVEYOR_SECRETS_KEY_FILE", str(tmp_path / "config" / "secrets.key"))

@@ -7,6 +7,7 @@ import re
 import shutil
 import subprocess
 import sys
+import sysconfig
 from pathlib import Path
 
 import pytest
@@ -49,12 +50,25 @@ def test_readme_python_example_and_cli_block_run_as_written(project: Path) -> No
     assert Client().get_pipeline_run("latest").steps["train"].status == "completed"
 
 
+def _venv_sharing_the_suites_packages(venv: Path) -> None:
+    """An empty venv where `make demo` expects one, whose sys.path ends with this suite's site-packages: the
+    demo's dependencies are found there (pip installs none of them; uv links them from its cache), so the test
+    builds no second full environment. Only Conveyor itself is installed, from the clone; the suite venv's own
+    .pth files (its editable Conveyor) are not processed from a path added this way."""
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    site = subprocess.run([str(venv / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                          check=True, capture_output=True, text=True, timeout=60).stdout.strip()
+    suite = {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}
+    Path(site, "_conveyor_suite_packages.pth").write_text("".join(f"{path}\n" for path in sorted(suite)))
+
+
 @pytest.mark.slow
 def test_make_demo_from_a_clean_clone(tmp_path: Path) -> None:
     if not (REPO / ".git").exists():
         pytest.fail("the suite must run from a git checkout to test `make demo` on a clean clone")
     clone = tmp_path / "clone"
     subprocess.run(["git", "clone", "--quiet", "--depth", "1", f"file://{REPO}", str(clone)], check=True, timeout=120)
+    _venv_sharing_the_suites_packages(clone / ".venv")
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("CONVEYOR_", "VIRTUAL_ENV", "PYTEST_")) and k != "PYTHONPATH"}
     env["PATH"] = os.pathsep.join(p for p in env["PATH"].split(os.pathsep) if ".venv" not in p)
@@ -69,4 +83,8 @@ def test_make_demo_from_a_clean_clone(tmp_path: Path) -> None:
     second = subprocess.run(["make", "demo"], cwd=clone, env=env, capture_output=True, text=True, timeout=300)
     assert second.returncode == 0, second.stderr[-3000:]
     assert re.search(r"^train\s+cached", second.stdout, re.M), second.stdout
+    # what ran was the clone's Conveyor, installed by `make demo`
+    where = subprocess.run([str(clone / ".venv" / "bin" / "python"), "-c", "import conveyor; print(conveyor.__file__)"],
+                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    assert where.stdout.strip().startswith(str(clone / "src")), where.stdout + where.stderr
     shutil.rmtree(clone / ".venv", ignore_errors=True)

@@ -153,13 +153,11 @@ def test_two_one_cpu_jobs_run_at_once(slurm: SlurmCluster) -> None:
 def test_memory_limit_kills_job(slurm: SlurmCluster) -> None:
     """OverMemoryKill: FAILED/JobLaunchFailure/0:9, not OUT_OF_MEMORY (that needs task/cgroup)."""
     body = (
-        "python3 -c 'import time; b = b\"x\" * (300 << 20); time.sleep(30)'\n"
+        "python3 -c 'import time; b = b\"x\" * (300 << 20); time.sleep(600)'\n"
         "echo survived $?\n"
     )  # fmt: skip
-    start = time.monotonic()
     job_id = slurm.submit(body, "--mem=50M", name="oom")
-    info = slurm.wait_job(job_id, timeout=60)
-    assert time.monotonic() - start < 20
+    info = slurm.wait_job(job_id, timeout=120)  # only a kill ends it before 600 s
     assert (info["JobState"], info["Reason"], info["ExitCode"], info["DerivedExitCode"]) == (
         "FAILED", "JobLaunchFailure", "0:9", "0:0",
     )  # fmt: skip
@@ -297,13 +295,14 @@ def test_parse_scontrol() -> None:
 
 @pytest.mark.slow
 def test_time_limit(slurm: SlurmCluster) -> None:
-    """--time is enforced by slurmctld's 30 s sweep: a 1-minute job ends after 60-92 s."""
+    """--time is enforced by slurmctld's 30 s sweep: a 1-minute job (the shortest limit: Slurm counts in
+    minutes, rounding seconds up) ends after 60-92 s on an idle machine; never before its limit."""
     start = time.monotonic()
     job_id = slurm.submit("sleep 600\n", "--time=1", name="timeout")
-    info = slurm.wait_job(job_id, timeout=150)
+    info = slurm.wait_job(job_id, timeout=300)
     elapsed = time.monotonic() - start
     assert (info["JobState"], info["Reason"], info["ExitCode"], info["DerivedExitCode"]) == (
         "TIMEOUT", "TimeLimit", "0:15", "0:0",
     )  # fmt: skip
-    assert 55 <= elapsed <= 120, elapsed
+    assert elapsed >= 55, elapsed  # a lower bound only: load can delay the kill, never bring it forward
     assert "DUE TO TIME LIMIT" in Path(info["StdErr"]).read_text()

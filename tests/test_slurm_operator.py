@@ -90,16 +90,21 @@ def test_secrets_go_to_a_0600_file_never_into_the_script_or_argv(slurm_op: str, 
     assert command[1:3] == ["-m", "conveyor.entrypoints.step_operator"]
 
 
-def test_a_node_failure_is_retried_as_a_new_attempt(slurm_op: str, slurm_cluster) -> None:
+def test_a_node_failure_is_retried_as_a_new_attempt(slurm_op: str, slurm_cluster, tmp_path) -> None:
+    release = str(tmp_path / "release")
+
     @step
-    def slow_sum(values: list[int]) -> int:
+    def slow_sum(values: list[int], release: str) -> int:
         print("started", flush=True)
-        time.sleep(8)
+        for _ in range(3000):  # runs until the test releases it: no fixed sleep for the test to race
+            if os.path.exists(release):
+                break
+            time.sleep(0.1)
         return sum(values)
 
     @pipeline(enable_cache=False)
     def p():
-        slow_sum.with_options(step_operator=slurm_op)(make_numbers(4))
+        slow_sum.with_options(step_operator=slurm_op)(make_numbers(4), release=release)
 
     result: dict = {}
     runner = threading.Thread(target=lambda: result.setdefault("run", p()), daemon=True)
@@ -124,6 +129,7 @@ def test_a_node_failure_is_retried_as_a_new_attempt(slurm_op: str, slurm_cluster
     finally:
         # the test cluster may already have returned the node to service by itself (ReturnToService)
         slurm_cluster.run("scontrol", "update", f"nodename={node}", "state=resume", check=False)
+        Path(release).touch()  # the second attempt may finish
     runner.join(timeout=120)
     step_run = result["run"].steps["slow_sum"]
     assert step_run.status == "completed" and step_run.attempt == 2
@@ -213,19 +219,24 @@ def test_a_job_cancelled_behind_our_back_fails_the_run(slurm_op: str, slurm_clus
     assert final.status == "failed"
 
 
-def test_a_preempted_job_is_resubmitted_under_the_infrastructure_budget(slurm_op: str, slurm_cluster) -> None:
+def test_a_preempted_job_is_resubmitted_under_the_infrastructure_budget(slurm_op: str, slurm_cluster,
+                                                                         tmp_path) -> None:
     """A higher-priority job takes the whole node: Slurm preempts ours, and Conveyor re-submits it as attempt 2."""
+    release = str(tmp_path / "release")
 
     @step
-    def whole_node(values: list[int]) -> int:
+    def whole_node(values: list[int], release: str) -> int:
         print("started", flush=True)
-        time.sleep(6)
+        for _ in range(3000):  # runs until the test releases it: no fixed sleep for the test to race
+            if os.path.exists(release):
+                break
+            time.sleep(0.1)
         return sum(values)
 
     @pipeline(enable_cache=False)
     def p():
         whole_node.with_options(step_operator=slurm_op, settings={
-            "resources": {"cpu_count": slurm_cluster.cpus}})(make_numbers(5))
+            "resources": {"cpu_count": slurm_cluster.cpus}})(make_numbers(5), release=release)
 
     result: dict = {}
     runner = threading.Thread(target=lambda: result.setdefault("run", p()), daemon=True)
@@ -240,6 +251,13 @@ def test_a_preempted_job_is_resubmitted_under_the_infrastructure_budget(slurm_op
         time.sleep(0.2)
     urgent = slurm_cluster.submit("sleep 2", f"--partition={slurm_cluster.urgent_partition}",
                                   f"--cpus-per-task={slurm_cluster.cpus}", name="urgent")
+    try:
+        deadline = time.monotonic() + 120
+        while client.get_pipeline_run(client.list_pipeline_runs()[0].id).steps["whole_node"].attempt < 2:
+            assert time.monotonic() < deadline, "no second attempt after the job was preempted"
+            time.sleep(0.2)
+    finally:
+        Path(release).touch()  # the second attempt may finish
     runner.join(timeout=120)
     step_run = result["run"].steps["whole_node"]
     assert step_run.status == "completed" and step_run.attempt == 2

@@ -6,6 +6,16 @@ import pytest
 from backends import BACKENDS, CAPABILITIES, REQUEST_ONLY, Backend
 from testkit import add_step_operator
 
+#: the engine fixture (= xdist group, tests/fixtures/xdist_groups.py) each flavor's backend gets through
+#: request.getfixturevalue, so that under `--dist loadgroup` every engine starts on one worker only
+FLAVOR_ENGINES: dict[str, str] = {
+    "slurm": "slurm_cluster", "ssh": "sshd_server", "ray": "ray_cluster", "spark": "spark_cluster",
+    "docker": "podman_engine", "kubernetes": "kube_cluster", "vertex": "vertex_fake", "sagemaker": "sagemaker_cloud",
+    "azureml": "azureml_fake",
+}
+#: flavors whose backend needs no engine: their tests go to any worker
+ENGINE_FREE: frozenset[str] = frozenset({"local", "fault", "modal"})
+
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "needs(capability): only for flavors whose backend has that capability")
@@ -19,7 +29,14 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         flavors = [f for f in BACKENDS if wanted <= CAPABILITIES[f]]
         if metafunc.definition.originalname != "test_dry_run_matches_the_golden_file":
             flavors = [f for f in flavors if f not in REQUEST_ONLY]  # no service to run on: request only
-        metafunc.parametrize("flavor", flavors)
+        unknown = set(flavors) - FLAVOR_ENGINES.keys() - ENGINE_FREE
+        if unknown:
+            raise pytest.UsageError(f"tests/conformance/conftest.py: say which engine fixture the backend of "
+                                    f"{sorted(unknown)} uses (FLAVOR_ENGINES) or that it needs none (ENGINE_FREE)")
+        dry_run = metafunc.definition.originalname == "test_dry_run_matches_the_golden_file"  # never connects
+        metafunc.parametrize("flavor", [
+            pytest.param(f, marks=() if dry_run or f not in FLAVOR_ENGINES else pytest.mark.xdist_group(FLAVOR_ENGINES[f]))
+            for f in flavors])
 
 
 @pytest.fixture
