@@ -542,9 +542,12 @@ def test_numpy_round_trip_is_memory_mapped(store: ArtifactStore) -> None:
     assert isinstance(loaded, np.memmap)
     assert loaded.dtype == np.float32 and loaded.shape == (3, 4)
     np.testing.assert_array_equal(loaded, arr)
-    assert not loaded.flags.writeable
     assert Path(store.join("run", "out", "data.npy")).exists()
     assert meta.data_type == "numpy:ndarray"
+    loaded += 1  # copy-on-write: a step may change its input in place...
+    np.testing.assert_array_equal(loaded, arr + 1)
+    stored = load_artifact(store.join("run", "out"), store, meta.materializer, meta.data_type)
+    np.testing.assert_array_equal(stored, arr)  # ...and the stored artifact stays as it was
 
 
 def test_numpy_non_contiguous_empty_and_structured(store: ArtifactStore) -> None:

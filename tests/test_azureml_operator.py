@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
+from testkit import wait_until
 from cloud_fakes import FakeAzureML, FakeVault, Script
 from cloud_steps import make, nap, remote_sum, uses_secret
 
@@ -424,15 +425,6 @@ def _info(operator_name: str = "aml") -> tuple[Any, Any, list[str], dict[str, st
     return operator, info, command, environment
 
 
-def _wait(predicate: Any, timeout: float = 60, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"{what} not reached within {timeout:g}s")
-
-
 def test_submitting_the_same_attempt_again_reattaches_and_cancel_is_idempotent(aml: Any) -> None:
     _on_fake(aml)
     operator, info, command, environment = _info()
@@ -443,7 +435,7 @@ def test_submitting_the_same_attempt_again_reattaches_and_cancel_is_idempotent(a
     assert second.data["reattached"] is True and first.data["reattached"] is False
     assert [j.name for j in _jobs_of(aml, info.step_run_id)] == [info.job_name]
     assert second.data["secrets"] == first.data["secrets"] != []  # the store's credentials, written once
-    _wait(lambda: fresh.get_status(second).state == "running", what="the job to run")
+    wait_until(lambda: fresh.get_status(second).state == "running", what="the job to run")
     fresh.cancel(Submission.from_json(json.loads(json.dumps(second.to_json()))))
     assert fresh.get_status(second).state == "cancelled"
     assert aml.jobs[info.job_name].status == "Canceled"

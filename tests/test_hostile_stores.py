@@ -3,18 +3,16 @@ leaves the metadata store consistent (no run left `running`, no artifact recorde
 
 from __future__ import annotations
 
-import os
 import socket
-import subprocess
 import time
 from pathlib import Path
 from typing import Iterator
 
 import pytest
-from fixtures.engines import require_or_skip
 
 from conveyor import Client, pipeline, step
 from conveyor.exceptions import ConveyorError, RunFailedError
+from testkit import mounted_tmpfs
 
 
 @step
@@ -32,26 +30,15 @@ def writes_big():
     big(small())
 
 
-def _mount(target: Path, options: str) -> Iterator[Path]:
-    target.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(target)], capture_output=True, text=True)
-    if proc.returncode != 0:
-        require_or_skip(f"cannot mount a tmpfs here (needs root): {proc.stderr.strip()}")
-    try:
-        yield target
-    finally:
-        subprocess.run(["umount", "-l", str(target)], check=False)
-
-
 @pytest.fixture
 def tiny_disk(tmp_path: Path) -> Iterator[Path]:
     """A 2 MiB file system: an 8 MiB artifact cannot fit."""
-    yield from _mount(tmp_path / "tiny", "size=2m")
+    yield from mounted_tmpfs(tmp_path / "tiny", "size=2m")
 
 
 @pytest.fixture
 def read_only_disk(tmp_path: Path) -> Iterator[Path]:
-    yield from _mount(tmp_path / "ro", "ro,size=1m")
+    yield from mounted_tmpfs(tmp_path / "ro", "ro,size=1m")
 
 
 def _use_artifact_store(conveyor_cli, name: str, *args: str) -> None:

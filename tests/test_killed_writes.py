@@ -127,7 +127,10 @@ def test_an_orchestrator_killed_while_an_in_process_step_writes_leaves_nothing_a
     proc.wait(timeout=30)
     run = Client().get_pipeline_run(Client().list_pipeline_runs()[0].id)
     _assert_nothing_visible(run.id, run.steps["produce"])
+    run_dir = project / ".conveyor" / "artifacts" / "runs" / run.id
+    assert list(run_dir.rglob(".output.tmp-*")), "the killed write left no hidden temporary folder to clean"
     conveyor_cli("run", "resume", run.id)
+    assert list(run_dir.rglob(".*.tmp-*")) == [], "resume must remove what killed writers left"
     final = Client().get_pipeline_run(run.id)
     assert final.status == "completed" and final.steps["produce"].attempt == 2
     assert final.steps["consume"].outputs["output"].load() == 64 << 20

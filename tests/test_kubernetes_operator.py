@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from testkit import wait_until
 import yaml
 
 from conveyor import pipeline, step
@@ -243,6 +244,26 @@ def test_importing_the_flavor_loads_no_kubernetes_client() -> None:
     assert out == "False"
 
 
+
+def test_a_pod_stopped_at_its_deadline_is_a_timeout_even_before_the_job_says_so() -> None:
+    """The pod's status says DeadlineExceeded a moment before the Job controller records its Failed condition: a
+    poll in between must still report a timeout, not a crash (the emulator hit this window under load)."""
+    from kubernetes import client
+
+    from conveyor.step_operators.kubernetes.operator import KubernetesStepOperator
+
+    job = client.V1Job(metadata=client.V1ObjectMeta(name="conveyor-x-1"), status=client.V1JobStatus(active=1))
+    terminated = client.V1ContainerStateTerminated(exit_code=137, reason="Error")
+    pod = client.V1Pod(metadata=client.V1ObjectMeta(name="conveyor-x-1-abcde"), status=client.V1PodStatus(
+        phase="Failed", reason="DeadlineExceeded", message="Pod was active on the node longer than the deadline",
+        container_statuses=[client.V1ContainerStatus(
+            name="step", image="i", image_id="", ready=False, restart_count=0,
+            state=client.V1ContainerState(terminated=terminated))]))
+    report = KubernetesStepOperator._report(object.__new__(KubernetesStepOperator), "conveyor-x-1", job, pod,
+                                            {"timeout": 2, "deadline": 2})
+    assert (report.state, report.kind) == ("failed", "timeout")
+    assert "timed out after 2s" in report.message
+
 # -- lifecycle on the emulated API server, pods run by the Podman kubelet -----------------------------------
 from conveyor import Client  # noqa: E402
 from conveyor.exceptions import RunFailedError  # noqa: E402
@@ -381,23 +402,12 @@ def _operator_and_info(tmp_path: Path) -> tuple[Any, Any]:
     return operator, info
 
 
-def _wait(predicate: Any, timeout: float = 60, what: str = "condition") -> None:
-    import time as _time
-
-    deadline = _time.monotonic() + timeout
-    while _time.monotonic() < deadline:
-        if predicate():
-            return
-        _time.sleep(0.1)
-    raise AssertionError(f"{what} not reached within {timeout:g}s")
-
-
 def test_cancel_deletes_the_job_in_the_foreground_and_the_container_is_gone(k8s: Any, tmp_path: Path) -> None:
     operator, info = _operator_and_info(tmp_path)
     sleeper = ["python3", "-c", "import time; print('sleeping', flush=True); time.sleep(300)"]
     submission = operator.submit(info, sleeper, {"CONVEYOR_STEP_NAME": "nap", "SECRET_THING": "x"})
-    _wait(lambda: operator.get_status(submission).state == "running", what="the pod to run")
-    _wait(lambda: k8s.containers(info.step_run_id) != [], what="the container to run")
+    wait_until(lambda: operator.get_status(submission).state == "running", what="the pod to run")
+    wait_until(lambda: k8s.containers(info.step_run_id) != [], what="the container to run")
     logs = operator.logs(submission, follow=True)
     assert "sleeping" in next(logs)
     operator.cancel(submission)
@@ -424,7 +434,7 @@ def test_a_restarted_orchestrator_reattaches_by_job_name_and_follows_from_the_re
     assert [j["metadata"]["name"] for j in k8s.jobs()].count(first.data["job"]) == 1
     fresh = get_context().load_stack().step_operator("k8s")  # another process: nothing but the stored receipt
     receipt = Submission.from_json(json.loads(json.dumps(first.to_json())))
-    _wait(lambda: fresh.get_status(receipt).terminal, what="the job to end")
+    wait_until(lambda: fresh.get_status(receipt).terminal, what="the job to end")
     assert fresh.get_status(receipt).state == "completed"
     assert "done" in "".join(fresh.logs(receipt, follow=False))
     assert len([r for r in k8s.runs.values() if r.job == first.data["job"]]) == 1, "the job ran twice"

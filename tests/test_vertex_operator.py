@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from testkit import wait_until
 from kubernetes_steps import make, nap, remote_sum
 
 from conveyor import Client, pipeline
@@ -255,15 +256,6 @@ def vertex(vertex_fake: Any, podman_engine: Any, s3_server: Any, s3_bucket: str,
     return vertex_fake
 
 
-def _wait(predicate: Any, timeout: float = 60, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"{what} not reached within {timeout:g}s")
-
-
 def test_submit_poll_logs_and_cancel_through_the_sdk(vertex: Any, tmp_path: Path) -> None:
     operator, info = _operator_and_info(tmp_path)
     sleeper = ["python3", "-c", "import os, time; print('sleeping with', os.environ['API_TOKEN'][:7], flush=True); "
@@ -278,7 +270,7 @@ def test_submit_poll_logs_and_cancel_through_the_sdk(vertex: Any, tmp_path: Path
     assert json.loads(secret.versions[0]) == {k: v for k, v in ENVIRONMENT.items() if not k.startswith(
         ("CONVEYOR_RUN", "CONVEYOR_STEP"))}
     assert secret.body["labels"]["conveyor-step-run-id"] == info.step_run_id and secret.body["ttl"] == "691200s"
-    _wait(lambda: operator.get_status(submission).state == "running", what="the job to run")
+    wait_until(lambda: operator.get_status(submission).state == "running", what="the job to run")
     logs = operator.logs(submission, follow=True)
     assert next(logs) == "sleeping with planted\n"  # the bootstrap put the secret into the step's environment
     # read once, by the bootstrap (the fake lives for the session: other tests' reads are there too)
@@ -311,7 +303,7 @@ def test_a_second_submit_of_the_same_attempt_reattaches_and_a_fresh_operator_fol
     reset_contexts()
     fresh = get_context().load_stack().step_operator("vx")
     receipt = Submission.from_json(json.loads(json.dumps(first.to_json())))
-    _wait(lambda: fresh.get_status(receipt).terminal, what="the job to end")
+    wait_until(lambda: fresh.get_status(receipt).terminal, what="the job to end")
     assert fresh.get_status(receipt).state == "completed"
     assert "".join(fresh.logs(receipt, follow=False)) == "step output\n"
     fresh.cleanup(receipt)
@@ -362,7 +354,7 @@ def test_a_failing_step_reports_the_exit_status_and_a_bad_secret_fails_clearly(v
     operator, info = _operator_and_info(tmp_path)
     submission = operator.submit(info, ["python3", "-c", "import sys; print('bye'); sys.exit(3)"],
                                  {"CONVEYOR_STEP_NAME": "nap"})
-    _wait(lambda: operator.get_status(submission).terminal, what="the job to end")
+    wait_until(lambda: operator.get_status(submission).terminal, what="the job to end")
     report = operator.get_status(submission)
     assert (report.state, report.exit_code) == ("failed", 3)
     assert "non-zero status of 3" in report.message
@@ -370,7 +362,7 @@ def test_a_failing_step_reports_the_exit_status_and_a_bad_secret_fails_clearly(v
     operator2, info2 = _operator_and_info(tmp_path, attempt=2, step_run_id=info.step_run_id)
     submission2 = operator2.submit(info2, ["python3", "-c", "print('never')"], dict(ENVIRONMENT))
     vertex.secrets[submission2.data["secret"]].deleted = True
-    _wait(lambda: operator2.get_status(submission2).terminal, what="the job to end")
+    wait_until(lambda: operator2.get_status(submission2).terminal, what="the job to end")
     assert operator2.get_status(submission2).exit_code == 2
     text = "".join(operator2.logs(submission2, follow=False))
     assert "cannot read the step's secrets from Secret Manager" in text and "never" not in text

@@ -30,3 +30,47 @@ def assert_nothing_left(step_run: Any) -> None:
     pid = ((step_run.submission or {}).get("data") or {}).get("pid")
     if pid is not None:
         assert not alive(int(pid)), f"step process {pid} of {step_run.name} is still running"
+
+
+def wait_until(predicate: Any, timeout: float = 60.0, what: str = "condition", interval: float = 0.05) -> None:
+    """Poll `predicate` until it holds, with a generous deadline: tests wait for conditions, never fixed sleeps."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(interval)
+    raise AssertionError(f"{what}: not reached within {timeout:g}s")
+
+
+def kill_marked(marker: str) -> None:
+    """SIGKILL every process whose command line carries `marker` (a test's own), so nothing outlives a failure."""
+    import os
+    import signal
+
+    from conveyor.utils.procs import pids_with_marker
+
+    for pid in pids_with_marker(marker):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def mounted_tmpfs(target: Any, options: str) -> Any:
+    """A real tmpfs mounted at `target` for the duration of a fixture (a full disk, a read-only mount)."""
+    import subprocess
+    from pathlib import Path
+
+    from fixtures.engines import require_or_skip
+
+    target = Path(target)
+    target.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(target)], capture_output=True, text=True)
+    if proc.returncode != 0:
+        require_or_skip(f"cannot mount a tmpfs here (needs root): {proc.stderr.strip()}")
+    try:
+        yield target
+    finally:
+        subprocess.run(["umount", "-l", str(target)], check=False)

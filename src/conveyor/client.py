@@ -35,7 +35,8 @@ class ArtifactView:
     def load(self) -> Any:
         from conveyor.artifacts.materializers import load_artifact
 
-        return load_artifact(self.uri, self._store, self.materializer, self.data_type)
+        return load_artifact(self.uri, self._store, self.materializer, self.data_type, checksum=self.checksum,
+                             label=f"artifact {self.name!r} (id {self.id})")
 
 
 @dataclass(frozen=True)
@@ -100,6 +101,7 @@ class PipelineRun:
     pid: int | None
     error: str | None
     steps: "OrderedDict[str, StepRunView]"
+    pid_start: str | None = None  # start time of `pid` (utils.procs.process_start): a reused pid is not the owner
 
     @property
     def duration(self) -> timedelta | None:
@@ -166,4 +168,5 @@ class Client:
                     inputs=links.get((s["id"], "input"), {}), outputs=links.get((s["id"], "output"), {}), _store=store)
         return PipelineRun(id=row["id"], name=row["name"], pipeline_name=row["pipeline_name"], status=row["status"],
                            stack_name=row["stack_name"], start_time=row["start_time"], end_time=row["end_time"],
-                           heartbeat=row["heartbeat"], host=row["host"], pid=row["pid"], error=row["error"], steps=steps)
+                           heartbeat=row["heartbeat"], host=row["host"], pid=row["pid"], error=row["error"], steps=steps,
+                           pid_start=row.get("pid_start"))

@@ -40,6 +40,14 @@ class Context:
         self._defaults_lock = threading.Lock()
         self._defaults_done = False
 
+    def ensure_dir(self) -> Path:
+        """`.conveyor/`, created readable by this user only (0700): it holds the store, logs and job specs."""
+        from conveyor.utils.private import private_makedirs
+
+        self.root.mkdir(parents=True, exist_ok=True)  # the project's own directory: the user's to set
+        private_makedirs(self.dir)
+        return self.dir
+
     @cached_property
     def vault(self) -> "Vault":
         """Secrets of this project's store; decrypted values are cached for the life of the process."""
@@ -52,7 +60,11 @@ class Context:
         from conveyor.store.store import MetadataStore
 
         if self.store_url.startswith("sqlite:///"):
-            self.dir.mkdir(parents=True, exist_ok=True)
+            self.ensure_dir()
+            if self.store_url == f"sqlite:///{self.dir / 'conveyor.db'}":
+                from conveyor.utils.private import create_private_file
+
+                create_private_file(self.dir / "conveyor.db")  # SQLite gives its -wal and -shm files this mode
         store = MetadataStore(self.store_url)
         store.ensure_schema()
         return store

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
+from testkit import wait_until
 from backends import Backend
 from conformance_steps import fails, flaky, hog, numbers, resources_seen, sleeps, ticks, total
 
@@ -26,15 +27,6 @@ GOLDEN = HERE / "golden"
 
 def on(backend: Backend, step, **options):
     return step.with_options(step_operator=backend.operator, **options)
-
-
-def _wait_for(predicate, timeout: float = 60.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"{what} not reached within {timeout:g}s")
 
 
 def test_a_step_runs_remotely_and_returns_outputs(backend: Backend) -> None:
@@ -89,7 +81,7 @@ def test_logs_stream_live_while_the_step_runs_and_are_stored(backend: Backend, t
         step_run = client.get_pipeline_run(runs[0].id).steps["ticks"]
         return "tick-0" in step_run.logs()
 
-    _wait_for(first_tick_stored, what="the first log line in the stored log")
+    wait_until(first_tick_stored, what="the first log line in the stored log")
     live = client.get_pipeline_run(client.list_pipeline_runs()[0].id).steps["ticks"]
     assert live.status == "running", "the log line must arrive while the step still runs"
     assert "tick-1" not in live.logs()
@@ -126,7 +118,7 @@ def _start_interrupted(backend: Backend, project: Path) -> tuple[subprocess.Pope
         runs = client.list_pipeline_runs()
         return bool(runs) and "sleeping" in client.get_pipeline_run(runs[0].id).steps["sleeps"].logs()
 
-    _wait_for(sleeping, what="the step to start")
+    wait_until(sleeping, what="the step to start")
     return proc, client.list_pipeline_runs()[0].id
 
 
@@ -143,7 +135,8 @@ def test_stopping_the_orchestrator_leaves_nothing_running(backend: Backend, proj
 
 def test_run_stop_from_another_shell_cancels_the_backend_job(backend: Backend, project: Path, conveyor_cli) -> None:
     proc, run_id = _start_interrupted(backend, project)
-    conveyor_cli("run", "stop", run_id)
+    # --wait polls for the run to leave `running`: generous, so a loaded machine cannot fail it (default 15 s)
+    conveyor_cli("run", "stop", run_id, "--wait", "120", timeout=180)
     proc.wait(timeout=60)
     final = Client().get_pipeline_run(run_id)
     assert final.status == "stopped"
@@ -264,7 +257,7 @@ def test_resume_after_the_orchestrator_is_killed_reattaches_to_the_running_job(
         return step_run is not None and "gated" in step_run.logs() and \
             (step_run.submission or {}).get("data", {}).get("state") != "submitting"
 
-    _wait_for(mid_run, what="the gated step to run on the backend")
+    wait_until(mid_run, what="the gated step to run on the backend")
     run_id = client.list_pipeline_runs()[0].id
     before = client.get_pipeline_run(run_id)
     proc.kill()  # SIGKILL: no handler runs, nothing is cleaned up

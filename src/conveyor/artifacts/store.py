@@ -2,7 +2,9 @@
 
 Local stores go straight to ``os``/``open`` because per-call fsspec overhead
 dominates small artifacts; fsspec is imported only for remote stores (or when
-someone asks for ``.fs``).
+someone asks for ``.fs``). On local disk, what the store creates is private to
+the user: directories 0700, files it writes 0600 (logs and job specs may quote
+a step's data).
 """
 
 from __future__ import annotations
@@ -10,12 +12,14 @@ from __future__ import annotations
 import errno as _errno
 import os
 import posixpath
+import re
 import shutil
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from typing import IO, Any
 
 from conveyor.exceptions import ConveyorError
+from conveyor.utils.private import DIR_MODE, private_makedirs, private_opener
 
 __all__ = ["ArtifactStore", "ArtifactStoreError"]
 
@@ -53,6 +57,10 @@ def _rebuild_error(cls: type[ArtifactStoreError], message: str, uri: str | None,
 
 def _random_suffix() -> str:
     return os.urandom(6).hex()
+
+
+#: what _sibling names a temporary: `.NAME.tmp-` or `.NAME.old-` and the 12 hex digits of _random_suffix
+_TEMPORARY = re.compile(r"^\..+\.(?:tmp|old)-[0-9a-f]{12}$")
 
 
 class ArtifactStore:
@@ -135,7 +143,17 @@ class ArtifactStore:
         """The OS path behind ``uri``, so callers can memory-map or hand it to native code."""
         return self._resolve(uri) if self.is_local else None
 
-    def _resolve(self, uri: str) -> str:
+    def _resolve(self, uri: str, write: str | None = None) -> str:
+        """The path behind ``uri``. With ``write`` (the operation, for the message), it must lie below the root:
+        a `..` or `/` that slipped into a name must never write or delete outside the store. A read is refused
+        only when a path built under the root climbs out of it; artifacts of an earlier store stay readable."""
+        path = self._raw_path(uri)
+        inside = self._inside(path)
+        if inside is False or (write is not None and not inside):
+            raise self._outside(write or "read", uri, path)
+        return path
+
+    def _raw_path(self, uri: str) -> str:
         if self.is_local:
             if uri.startswith("/"):
                 return uri
@@ -146,6 +164,28 @@ class ArtifactStore:
         if "://" in uri or "::" in uri:
             return uri
         return self.join(uri)
+
+    def _inside(self, path: str) -> bool | None:
+        """True below the root, False for a path written under the root that climbs out of it (`..`), None for a
+        path elsewhere."""
+        sep = os.sep if self.is_local else "/"
+        prefix = self.root if self.root.endswith(sep) else self.root + sep
+        if not path.startswith(prefix):
+            return None
+        if self.is_local:
+            normal = os.path.normpath(path)
+            return None if normal == self.root else normal.startswith(prefix)  # the root itself: not below it
+        tail = path[len(prefix):].strip("/")
+        return None if not tail else not any(part in (".", "..") for part in tail.split("/"))
+
+    def _outside(self, op: str, uri: str, path: str) -> ArtifactStoreError:
+        from conveyor.config.names import NAME_RULES
+
+        shown = os.path.normpath(path) if self.is_local else path
+        return ArtifactStoreError(
+            f"refusing to {op} {uri!r}: it resolves to {shown}, outside the artifact store at {self.root}. Paths "
+            f"in the store are built from step, output and run names, which may not hold '/' or '..' ({NAME_RULES})",
+            uri=path)
 
     # -- queries ----------------------------------------------------------------
 
@@ -189,27 +229,27 @@ class ArtifactStore:
 
     def open(self, uri: str, mode: str = "rb") -> IO[Any]:
         """Open a file; writes through this are NOT atomic (use write_bytes or atomic_dir for that)."""
-        path = self._resolve(uri)
+        path = self._resolve(uri, "write" if _is_write_mode(mode) else None)
         try:
             if not self.is_local:
                 return self.fs.open(path, mode)  # type: ignore[no-any-return]
             try:
-                return open(path, mode)
+                return open(path, mode, opener=private_opener)
             except FileNotFoundError:
                 if not _is_write_mode(mode):
                     raise
-                os.makedirs(os.path.dirname(path), exist_ok=True)
-                return open(path, mode)
+                private_makedirs(os.path.dirname(path))
+                return open(path, mode, opener=private_opener)
         except Exception as exc:  # noqa: BLE001 - _error lets through what is not a storage failure
             raise self._error("open", path, exc) from exc
 
     # -- writes -----------------------------------------------------------------
 
     def makedirs(self, uri: str) -> None:
-        path = self._resolve(uri)
+        path = self._raw_path(uri) if uri in ("", self.root) else self._resolve(uri, "create directory")
         try:
             if self.is_local:
-                os.makedirs(path, exist_ok=True)
+                private_makedirs(path)
             else:
                 self.fs.makedirs(path, exist_ok=True)
         except Exception as exc:  # noqa: BLE001 - _error lets through what is not a storage failure
@@ -217,7 +257,7 @@ class ArtifactStore:
 
     def write_bytes(self, uri: str, data: bytes) -> None:
         """Write so that readers see the old content or the new, never a torn file."""
-        path = self._resolve(uri)
+        path = self._resolve(uri, "write")
         tmp = _sibling(path, "tmp", self.is_local)
         try:
             if self.is_local:
@@ -238,10 +278,10 @@ class ArtifactStore:
         if not self.is_local:
             self.write_bytes(uri, data)
             return
-        path = self._resolve(uri)
+        path = self._resolve(uri, "write")
         tmp = _sibling(path, "tmp", True)
         try:
-            os.makedirs(os.path.dirname(path), exist_ok=True)
+            private_makedirs(os.path.dirname(path))
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "wb") as fh:
                 fh.write(data)
@@ -252,16 +292,16 @@ class ArtifactStore:
 
     def _write_local_atomic(self, path: str, tmp: str, data: bytes) -> None:
         try:
-            fh = open(tmp, "wb")
+            fh = open(tmp, "wb", opener=private_opener)
         except FileNotFoundError:
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            fh = open(tmp, "wb")
+            private_makedirs(os.path.dirname(path))
+            fh = open(tmp, "wb", opener=private_opener)
         with fh:
             fh.write(data)
         os.replace(tmp, path)
 
     def rm(self, uri: str, recursive: bool = False) -> None:
-        path = self._resolve(uri)
+        path = self._resolve(uri, "remove")
         try:
             if not self.is_local:
                 self.fs.rm(path, recursive=recursive)
@@ -283,7 +323,7 @@ class ArtifactStore:
         one with dot-files last: a marker dot-file written inside then acts as
         the commit record.
         """
-        path = self._resolve(uri).rstrip("/")
+        path = self._resolve(uri, "write").rstrip("/")
         tmp = _sibling(path, "tmp", self.is_local)
         self._make_tmp_dir(path, tmp)
         try:
@@ -301,10 +341,10 @@ class ArtifactStore:
                 self.fs.makedirs(tmp, exist_ok=True)
                 return
             try:
-                os.mkdir(tmp)
+                os.mkdir(tmp, DIR_MODE)
             except FileNotFoundError:
-                os.makedirs(os.path.dirname(tmp), exist_ok=True)
-                os.mkdir(tmp)
+                private_makedirs(os.path.dirname(tmp))
+                os.mkdir(tmp, DIR_MODE)
         except Exception as exc:  # noqa: BLE001 - _error lets through what is not a storage failure
             raise self._error("create directory", exc.filename or path, exc) from exc
 
@@ -336,6 +376,48 @@ class ArtifactStore:
                 os.remove(path)
         except OSError:
             pass
+
+    def remove_temporaries(self, uri: str, *, keep: Collection[str] = ()) -> list[str]:
+        """Remove the hidden temporaries (`.NAME.tmp-*`, `.NAME.old-*`) that writers killed mid-write left below
+        ``uri``, except below the directories in ``keep`` (a job still writing there). Best effort: returns what
+        was removed, and skips what cannot be."""
+        base = self._resolve(uri, "clean").rstrip("/")
+        kept = {self._raw_path(k).rstrip("/") for k in keep}
+        removed: list[str] = []
+        if self.is_local:
+            kept = {os.path.normpath(k) for k in kept}
+            for top, dirs, files in os.walk(base):
+                if os.path.normpath(top) in kept:
+                    dirs[:] = []
+                    continue
+                for name in [*dirs, *files]:
+                    if _TEMPORARY.match(name):
+                        path = os.path.join(top, name)
+                        _remove_quietly(path)
+                        if not os.path.lexists(path):
+                            removed.append(path)
+                dirs[:] = [d for d in dirs if not _TEMPORARY.match(d)]
+            return removed
+        try:
+            files = self.fs.find(base)
+        except Exception:  # noqa: BLE001 - nothing there, or unreachable: nothing to clean
+            return removed
+        prefix = self.fs._strip_protocol(base).rstrip("/") + "/"
+        tops: set[str] = set()
+        for found in files:
+            if not found.startswith(prefix) or any(found.startswith(self.fs._strip_protocol(k) + "/") for k in kept):
+                continue
+            parts = found[len(prefix):].split("/")
+            hit = next((i for i, part in enumerate(parts) if _TEMPORARY.match(part)), None)
+            if hit is not None:
+                tops.add(f"{base}/{'/'.join(parts[:hit + 1])}")
+        for top in sorted(tops):
+            try:
+                self.fs.rm(top, recursive=True)
+                removed.append(top)
+            except Exception:  # noqa: BLE001 - best effort
+                pass
+        return removed
 
     # -- internal helpers used by the materializers -------------------------------
 
@@ -375,7 +457,7 @@ class ArtifactStore:
         if self.is_local:
             probe = os.path.join(self.root, f".probe-{_random_suffix()}")
             try:
-                os.makedirs(self.root, exist_ok=True)
+                private_makedirs(self.root)
                 with open(probe, "wb") as fh:
                     fh.write(b"ok")
                 os.remove(probe)
@@ -389,6 +471,10 @@ class ArtifactStore:
             pass  # reachable; nothing written there yet
         except Exception as exc:  # noqa: BLE001 - _error lets through what is not a storage failure
             raise self._error("reach", self.root, exc) from exc
+
+    def error_for(self, op: str, uri: str, exc: OSError) -> ArtifactStoreError:
+        """The store's error for an OSError met while doing `op` on `uri` outside these methods (a log file)."""
+        return self._error(op, self._raw_path(uri), exc)
 
     def _error(self, op: str, path: str, exc: BaseException) -> ArtifactStoreError:
         os_exc = _as_os_error(exc)

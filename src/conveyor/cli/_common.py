@@ -129,12 +129,10 @@ def stacks_using(ctx: "Context", component_id: str) -> list[str]:
 
 
 def mask_url(url: str) -> str:
-    """A store URL fit to print: the password hidden."""
-    if "@" in url and "://" in url:
-        scheme, rest = url.split("://", 1)
-        creds, host = rest.rsplit("@", 1)
-        return f"{scheme}://{creds.split(':', 1)[0]}:***@{host}"
-    return url
+    """A store URL fit to print: the password hidden (the store's own errors print it the same way)."""
+    from conveyor.store.errors import mask_url as mask
+
+    return mask(url)
 
 
 # -- --field=value -----------------------------------------------------------------------------------------

@@ -28,12 +28,20 @@ def load_pipeline(ref: str) -> Any:
         assert spec is not None and spec.loader is not None
         module = importlib.util.module_from_spec(spec)
         sys.modules[path.stem] = module  # steps are referenced by this module name, as when run as a script
-        spec.loader.exec_module(module)
+        from conveyor.pipelines.run_guard import ModuleStopped, importing_user_code
+
+        with importing_user_code():  # a module-level pipeline call ends the module there instead of running
+            try:
+                spec.loader.exec_module(module)
+            except ModuleStopped:
+                pass
     else:
         if os.getcwd() not in sys.path:
             sys.path.insert(0, os.getcwd())
+        from conveyor.pipelines.main_script import import_user_module
+
         try:
-            module = importlib.import_module(target)
+            module = import_user_module(target)
         except ImportError as err:
             fail(f"PIPELINE {ref!r}: cannot import {target!r}: {err}")
     obj = getattr(module, attr, None)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import click
 
@@ -23,9 +23,7 @@ from conveyor.cli._common import (
     table,
     validate_config,
 )
-
-if TYPE_CHECKING:
-    from conveyor.context import Context
+from conveyor.config.names import check_name
 
 _EXAMPLES = {
     "step_operator": ("gpu", "local", "--pending_timeout=10m --memory_enforcement=rlimit", "--pending_timeout=1h"),
@@ -80,6 +78,7 @@ def make_group(kind: Kind) -> click.Group:
     @click.argument("args", nargs=-1, type=click.UNPROCESSED, metavar="NAME [--FIELD=VALUE]...")
     def register(flavor: str, args: tuple[str, ...]) -> None:
         name, fields = _name_and_fields(kind, args)
+        check_name(kind.label, name)
         ctx = get_ctx()
         if ctx.store.get_component(kind.value, name) is not None:
             fail(f"a {kind.label} named {name!r} already exists: pick another name, or change it with "

@@ -25,13 +25,15 @@ def init() -> None:
       cd my-project && conveyor init
     """
     from conveyor.context import PROJECT_DIR_NAME, find_project_root, get_context
+    from conveyor.utils.private import private_makedirs
 
     env = os.environ.get("CONVEYOR_PROJECT_DIR")
     root = Path(env).resolve() if env else Path.cwd().resolve()
     project_dir = root / PROJECT_DIR_NAME
     existed = project_dir.is_dir()
     enclosing = None if env else find_project_root(root.parent) if root.parent != root else None
-    project_dir.mkdir(parents=True, exist_ok=True)
+    root.mkdir(parents=True, exist_ok=True)
+    private_makedirs(project_dir)  # 0700: it holds the store, logs and job specs
     ctx = get_context()
     ctx.ensure_defaults()
     if existed:

@@ -8,18 +8,21 @@ from typing import Any
 
 import click
 
-from conveyor.cli._common import UserError, err_console, mask_url
+from conveyor.cli._common import UserError, err_console
 
 
 def _store_error_message(err: BaseException) -> str | None:
-    """A bad CONVEYOR_STORE_URL or an unreachable database is the user's to fix, not a bug."""
+    """A database error the store layer did not translate (it translates its own): the same words."""
     if not type(err).__module__.startswith("sqlalchemy"):
         return None
-    detail = str(getattr(err, "orig", None) or err).splitlines()[0]
-    url = os.environ.get("CONVEYOR_STORE_URL")
-    where = f" at {mask_url(url)}" if url else ""
-    return (f"cannot use the metadata store{where}: {detail}. "
-            "Check CONVEYOR_STORE_URL (or unset it to use the project's SQLite store).")
+    from conveyor.context import get_context
+    from conveyor.store.errors import explain
+
+    try:
+        url = get_context().store_url
+    except Exception:  # noqa: BLE001 - only for the message
+        url = os.environ.get("CONVEYOR_STORE_URL") or "(unknown)"
+    return explain(err, url)
 
 
 class ConveyorGroup(click.Group):
@@ -76,6 +79,7 @@ def cli() -> None:
 
 def _register() -> None:
     from conveyor.cli.build import build
+    from conveyor.cli.cache import cache
     from conveyor.cli.components import component_groups
     from conveyor.cli.init import init
     from conveyor.cli.run import run
@@ -89,6 +93,7 @@ def _register() -> None:
     cli.add_command(run)
     cli.add_command(build)
     cli.add_command(secret)
+    cli.add_command(cache)
 
 
 _register()

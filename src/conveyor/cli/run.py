@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from conveyor.cli._common import fail, fmt_duration, fmt_time, get_ctx, note, say, show, table, utcnow
-from conveyor.execution.liveness import orchestrator_alive, shown_status
+from conveyor.execution.liveness import orchestrator_alive, owner, shown_status
 
 if TYPE_CHECKING:
     from conveyor.artifacts.store import ArtifactStore
@@ -93,8 +93,8 @@ def run() -> None:
 @click.option("-s", "--status", type=click.Choice(STATUSES, case_sensitive=False), help="Only runs with this status.")
 @click.option("-n", "--limit", type=click.IntRange(min=1), default=20, show_default=True, help="At most this many runs.")
 def list_(pipeline: str | None, status: str | None, limit: int) -> None:
-    """List runs, newest first. A `running` run whose orchestrator is gone (no heartbeat for 30 s, or its
-    process is dead on this host) shows as `abandoned`.
+    """List runs, newest first. A `running` run whose orchestrator is gone (its process no longer holds the
+    run's lease) shows as `abandoned`; a suspended (Ctrl-Z) orchestrator still owns its run.
 
     \b
     Examples:
@@ -338,31 +338,42 @@ def stop(run_ref: str, wait_s: float) -> None:
     deadline = time.monotonic() + wait_s
     cancelled: set[str] = set()
     row = store.find_run(r.id) or {}
-    if orchestrator_alive(row.get("host"), row.get("pid"), row.get("heartbeat")):
+    if orchestrator_alive(row, store):
         # Its orchestrator polls the flag every second and cancels its own steps, recording them as stopped;
         # cancelling underneath it at once could make a step look crashed instead of stopped.
         row = _wait_not_running(ctx, r.id, min(8.0, wait_s))
     if row.get("status") == "running":
         for message in _cancel_jobs(ctx, r.id, cancelled):
             say(f"  {message}")
-        if orchestrator_alive(row.get("host"), row.get("pid"), row.get("heartbeat")):
+        if orchestrator_alive(row, store):
             row = _wait_not_running(ctx, r.id, max(0.0, deadline - time.monotonic()))
         else:
             row = store.find_run(r.id) or {}
     if row.get("status") == "running":
-        if orchestrator_alive(row.get("host"), row.get("pid"), row.get("heartbeat")):
-            fail(f"run {r.name} is still running after {wait_s:g}s: its orchestrator (pid {row.get('pid')} on "
-                 f"{row.get('host')}) has not stopped yet. In-process steps stop at their next Python instruction; "
+        if orchestrator_alive(row, store):
+            fail(f"run {r.name} is still running after {wait_s:g}s: its orchestrator ({owner(row, store)}) "
+                 f"has not stopped yet. In-process steps stop at their next Python instruction; "
                  f"check again with `conveyor run describe {r.name}`")
-        for message in _cancel_jobs(ctx, r.id, cancelled):  # steps that started meanwhile
-            say(f"  {message}")
-        ts = now()
-        for s in store.step_runs(r.id):
-            if s["status"] in STEP_ACTIVE:
-                store.update_step_run(s["id"], status="stopped", end_time=ts,
-                                      error="stopped by `conveyor run stop` (its orchestrator was gone)",
-                                      failure_kind="stopped")
-        store.update_run(r.id, status="stopped", end_time=ts, error="stopped by `conveyor run stop`")
+        from conveyor.execution.lease import LeaseHeldError, RunLease
+
+        try:  # owning the run while marking it: a `run resume` cannot take it over halfway
+            lease = RunLease(store, r.id)
+            lease.acquire()
+        except LeaseHeldError as err:
+            fail(f"run {r.name} was taken over meanwhile by {err.holder.describe()}: "
+                 f"run `conveyor run stop {r.name}` again to stop it there")
+        try:
+            for message in _cancel_jobs(ctx, r.id, cancelled):  # steps that started meanwhile
+                say(f"  {message}")
+            ts = now()
+            for s in store.step_runs(r.id):
+                if s["status"] in STEP_ACTIVE:
+                    store.update_step_run(s["id"], status="stopped", end_time=ts,
+                                          error="stopped by `conveyor run stop` (its orchestrator was gone)",
+                                          failure_kind="stopped")
+            store.update_run(r.id, status="stopped", end_time=ts, error="stopped by `conveyor run stop`")
+        finally:
+            lease.release()
         say("Its orchestrator was gone: marked the run and its unfinished steps stopped.")
     final = _get_run(ctx, r.id)
     t = table("step", "status", "where")

@@ -8,8 +8,11 @@ from pathlib import Path
 import click
 
 from conveyor.cli._common import fail, fmt_time, get_ctx, say, show, table
+from conveyor.secrets.vault import check_name
 
-_VALUES_HELP = """KEY=VALUE sets a key; KEY=@PATH reads the value from a file; a bare KEY asks for the value
+#: the most a secret value may hold, from a file (KEY=@PATH) or standard input
+MAX_VALUE_BYTES = 1 << 20
+_VALUES_HELP = """KEY=VALUE sets a key; KEY=@PATH reads the value from a file (at most 1 MiB); a bare KEY asks for the value
 (hidden) at the terminal, or reads one line per bare key from standard input when it is not a terminal, so
 that the value never appears in your shell history or in any process's argv."""
 
@@ -20,22 +23,39 @@ def _values(pairs: tuple[str, ...]) -> dict[str, str]:
         key, eq, value = pair.partition("=")
         if not key:
             fail(f"invalid {pair!r}: write KEY=VALUE, KEY=@PATH or a bare KEY")
+        check_name("key", key)  # before a value is asked for or read
         if not eq:
             if sys.stdin.isatty():
                 value = click.prompt(f"value for {key}", hide_input=True)
             else:
-                line = sys.stdin.readline()
+                line = sys.stdin.readline(MAX_VALUE_BYTES + 1)
                 if not line:
                     fail(f"no value for {key} on standard input (one line per bare KEY)")
+                if len(line.rstrip("\n")) > MAX_VALUE_BYTES:
+                    fail(f"the value of {key} on standard input is larger than {MAX_VALUE_BYTES // 2**20} MiB, "
+                         "the most a secret value may hold")
                 value = line.rstrip("\n")
         elif value.startswith("@"):
-            path = Path(value[1:]).expanduser()
-            try:
-                value = path.read_text().rstrip("\n")
-            except OSError as err:
-                fail(f"cannot read the value of {key} from {path}: {err.strerror}")
+            value = _read_value_file(key, Path(value[1:]).expanduser())
         values[key] = value
     return values
+
+
+def _read_value_file(key: str, path: Path) -> str:
+    """At most MAX_VALUE_BYTES: `k=@/dev/zero` or a mistyped path to a large file must not eat the memory."""
+    try:
+        with path.open("rb") as fh:
+            data = fh.read(MAX_VALUE_BYTES + 1)
+    except OSError as err:
+        fail(f"cannot read the value of {key} from {path}: {err.strerror or err}")
+    if len(data) > MAX_VALUE_BYTES:
+        fail(f"the value of {key} in {path} is larger than {MAX_VALUE_BYTES // 2**20} MiB, the most a secret value "
+             "may hold: keep large files in the artifact store or a bucket, and put only their location or "
+             "credentials in the secret")
+    try:
+        return data.decode("utf-8").rstrip("\n")
+    except UnicodeDecodeError:
+        fail(f"the value of {key} in {path} is not UTF-8 text: encode binary values first (e.g. `base64 {path}`)")
 
 
 @click.group()
@@ -61,6 +81,7 @@ def secret() -> None:
 def create(name: str, pairs: tuple[str, ...]) -> None:
     from conveyor.secrets.vault import Vault
 
+    check_name("secret", name)  # before any value is asked for or read
     values = _values(pairs)
     Vault(get_ctx().store).set(name, values, replace=False)
     say(f"Created secret {name} with key(s) {', '.join(sorted(values))}. Refer to it as "

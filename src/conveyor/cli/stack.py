@@ -11,7 +11,6 @@ from conveyor.cli._common import (
     ARTIFACT_STORE,
     ORCHESTRATOR,
     STEP_OPERATOR,
-    Kind,
     config_summary,
     fail,
     get_ctx,
@@ -20,6 +19,7 @@ from conveyor.cli._common import (
     show,
     table,
 )
+from conveyor.config.names import check_name
 
 if TYPE_CHECKING:
     from conveyor.context import Context
@@ -82,6 +82,7 @@ def register(name: str, orchestrator: str, artifact_store: str, step_operators: 
       conveyor step-operator register gpu --flavor=local
       conveyor stack register prod -o default -a default -s gpu --set
     """
+    check_name("stack", name)
     ctx = get_ctx()
     if ctx.store.get_stack(name) is not None:
         fail(f"a stack named {name!r} already exists: pick another name, or change it with "

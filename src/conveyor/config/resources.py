@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
-from pydantic import Field, NonNegativeInt, PositiveFloat, field_validator
+from pydantic import Field, NonNegativeInt, PositiveFloat, ValidationInfo, field_validator
 
 from conveyor.config.base import BaseSettings
 from conveyor.config.units import MEMORY_UNITS, parse_memory
@@ -18,6 +19,17 @@ class ResourceSettings(BaseSettings):
     cpu_count: PositiveFloat | None = None
     gpu_count: NonNegativeInt | None = None
     memory: str | None = None
+
+    @field_validator("cpu_count", "gpu_count", mode="before")
+    @classmethod
+    def _check_finite(cls, value: object, info: ValidationInfo) -> object:
+        """`inf` would pass `> 0` and then mean "every CPU there is" or overflow a scheduler: refuse it by name."""
+        if isinstance(value, float) and not math.isfinite(value):
+            what = "CPUs (e.g. 2 or 0.5)" if info.field_name == "cpu_count" else "GPUs (e.g. 1)"
+            raise ValueError(f"{info.field_name} must be a finite number of {what}, got {value}")
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and value < 0:
+            raise ValueError(f"{info.field_name} must not be negative, got {value}")
+        return value
 
     @field_validator("memory")
     @classmethod
@@ -48,8 +60,8 @@ class StepRetryConfig(BaseSettings):
     """Retries of user-code failures; infrastructure failures have their own budget."""
 
     max_retries: NonNegativeInt = 0
-    delay: float = Field(default=0.0, ge=0)
-    backoff: float = Field(default=1.0, ge=1)
+    delay: float = Field(default=0.0, ge=0, allow_inf_nan=False)  # an infinite delay would wait forever
+    backoff: float = Field(default=1.0, ge=1, allow_inf_nan=False)
 
     def delay_for(self, retry_number: int) -> float:
         """Seconds to wait before retry number `retry_number` (1-based)."""

@@ -15,6 +15,8 @@ MEMORY_UNITS: dict[str, int] = {
     "KI": 2**10, "MI": 2**20, "GI": 2**30, "TI": 2**40, "PI": 2**50,
 }
 _MEMORY_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGTP](?:i?B?|IB|I)?)\s*$", re.IGNORECASE)
+#: the largest memory limit a 64-bit cgroup or rlimit can hold
+MAX_MEMORY_BYTES = 2**63 - 1
 MEMORY_FORMS = '"32GB", "32G", "32Gi", "32GiB", "1.5GB", "512MB", "512MiB", "512Mi", "2TB" (units KB/MB/GB/TB/PB decimal, KiB/MiB/GiB/TiB/PiB binary; "Gi"/"G" shorthands allowed)'
 
 
@@ -25,7 +27,7 @@ def parse_memory(value: str | int) -> int:
     if isinstance(value, int):
         if value <= 0:
             raise ValueError(f"memory must be positive, got {value}")
-        return value
+        return _bounded(value, value)
     m = _MEMORY_RE.match(str(value))
     if not m:
         raise ValueError(f"invalid memory size {value!r}: accepted forms are {MEMORY_FORMS}")
@@ -33,10 +35,25 @@ def parse_memory(value: str | int) -> int:
     factor = MEMORY_UNITS.get(unit)
     if factor is None:
         raise ValueError(f"invalid memory unit in {value!r}: accepted forms are {MEMORY_FORMS}")
+    if not math.isfinite(number * factor):  # "1e400"-long digit strings overflow a float
+        raise ValueError(f"memory must be a finite size, got {_short(value)}: accepted forms are {MEMORY_FORMS}")
     size = int(number * factor)
     if size <= 0:
         raise ValueError(f"memory must be positive, got {value!r}: accepted forms are {MEMORY_FORMS}")
+    return _bounded(size, value)
+
+
+def _bounded(size: int, value: str | int) -> int:
+    """Limits go to cgroups, RLIMIT_AS and schedulers as 64-bit numbers: a larger size is a typo, not a request."""
+    if size > MAX_MEMORY_BYTES:
+        raise ValueError(f"memory {_short(value)} is more than 8 EiB, larger than any "
+                         f"machine: check the number and the unit (accepted forms are {MEMORY_FORMS})")
     return size
+
+
+def _short(value: str | int) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else f"{text[:40]}... ({len(str(value))} characters)"
 
 
 def format_bytes(n: int) -> str:

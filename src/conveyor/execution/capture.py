@@ -10,21 +10,24 @@ Sink = Callable[[str], None]
 
 
 class _ThreadRouter:
-    """Stands in for sys.stdout/sys.stderr; writes from a registered thread go to that thread's sink."""
+    """Stands in for sys.stdout/sys.stderr; writes from a registered thread go to that thread's sink, the rest
+    to `_others` (the original stream, or what `route_others` put there while a live display runs)."""
 
     def __init__(self, original: TextIO, sinks: dict[int, Sink]) -> None:
         self._original = original
+        self._others: TextIO = original
         self._sinks = sinks
 
     def write(self, text: str) -> int:
         sink = self._sinks.get(threading.get_ident())
         if sink is None:
-            return self._original.write(text)
+            return self._others.write(text)
         sink(text)
         return len(text)
 
     def flush(self) -> None:
-        self._original.flush()
+        if threading.get_ident() not in self._sinks:  # a sink keeps nothing back; others' partial lines stay
+            self._others.flush()
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._original, name)
@@ -53,6 +56,25 @@ def uninstall() -> None:
                 stream = getattr(sys, name)
                 if isinstance(stream, _ThreadRouter):
                     setattr(sys, name, stream._original)
+
+
+def route_others(wrap: Callable[[TextIO], TextIO]) -> Callable[[], None]:
+    """While a live display owns the terminal: writes of threads that are no step's go through `wrap(stream)`
+    (rich's FileProxy prints them above the display); steps' writes still reach their sinks, so they are stored
+    and shown prefixed. Returns the undo. (rich.Live's own redirect would replace the router, and with it the
+    capture: in-process steps' output was shown unprefixed and never stored when stdout was a terminal.)"""
+    with _lock:
+        routers = [s for s in (sys.stdout, sys.stderr) if isinstance(s, _ThreadRouter)]
+        for router in routers:
+            router._others = wrap(router._original)
+
+    def undo() -> None:
+        with _lock:
+            for router in routers:
+                others, router._others = router._others, router._original
+                others.flush()
+
+    return undo
 
 
 def original_stdout() -> TextIO:

@@ -25,6 +25,7 @@ class Display:
         self._lock = threading.Lock()
         self._live: Any = None
         self._console: Any = None
+        self._unroute: Any = None
 
     def _get_console(self) -> Any:
         if self._console is None:
@@ -38,10 +39,16 @@ class Display:
             return
         console = self._get_console()
         if console.is_terminal:
+            from rich.file_proxy import FileProxy
             from rich.live import Live
 
-            self._live = Live(self._table(), console=console, refresh_per_second=8, transient=True)
+            from conveyor.execution import capture
+
+            # not Live's own stdout/stderr redirect: it would replace the per-step capture (see route_others)
+            self._live = Live(self._table(), console=console, refresh_per_second=8, transient=True,
+                              redirect_stdout=False, redirect_stderr=False)
             self._live.start()
+            self._unroute = capture.route_others(lambda stream: FileProxy(console, stream))
         else:
             console.print(f"Running pipeline run {self.run_name} ({len(self.steps)} steps)")
 
@@ -94,6 +101,9 @@ class Display:
     def stop(self, run_status: str) -> None:
         if self.quiet:
             return
+        if self._unroute is not None:
+            self._unroute()
+            self._unroute = None
         if self._live is not None:
             self._live.stop()
             self._live = None

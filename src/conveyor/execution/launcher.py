@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
+import sys
 import threading
 import time
 from contextlib import contextmanager
@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Iterator
 
 from conveyor.exceptions import MEMORY_ADVICE, ResourceUnavailableError, StepFailedError
-from conveyor.execution.jobspec import JOB_SPEC_VERSION, JobSpecError, parse_result
+from conveyor.execution.jobspec import (JOB_SPEC_VERSION, JobSpecError, parse_result, store_exit_message,
+                                        sys_exit_message)
 from conveyor.secrets.runtime import mark_for_redaction, redact
 from conveyor.store.store import new_id, now
 
@@ -72,10 +73,35 @@ class _Failure(Exception):
         self.message, self.kind, self.traceback = message, kind, traceback
 
 
-def cache_key(spec: Any, inputs: dict[str, str]) -> str:
-    payload = {"code": spec["code_hash"], "step": spec["step"], "parameters": spec["parameters"],
-               "inputs": dict(sorted(inputs.items())), "outputs": spec["outputs"]}
+def cache_key(spec: Any, inputs: dict[str, str], artifact_store: "ArtifactStore") -> str:
+    """What a cached result must match: the code (function, same-module helpers, imported project modules), the
+    step's `cache_version`, parameters, input artifacts, outputs and the artifact store holding them (docs/caching.md)."""
+    payload = {"code": spec["code_hash"], "fingerprint": spec.get("code_fingerprint"),
+               "cache_version": spec.get("cache_version"), "step": spec["step"], "parameters": spec["parameters"],
+               "inputs": dict(sorted(inputs.items())), "outputs": spec["outputs"],
+               "artifact_store": store_identity(artifact_store)}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def store_identity(artifacts: "ArtifactStore") -> str:
+    """The root URI, and the endpoint for an S3-compatible store (the same bucket name on two services differs)."""
+    client = artifacts.storage_options.get("client_kwargs") or {}
+    endpoint = artifacts.storage_options.get("endpoint_url") or client.get("endpoint_url")
+    return f"{artifacts.root} @ {endpoint}" if endpoint else artifacts.root
+
+
+def unusable_cache_hit(artifacts: "ArtifactStore", outputs: dict[str, dict[str, Any]]) -> str | None:
+    """Why a cache hit's outputs cannot be reused (gone, damaged, or not the recorded ones); None if they can."""
+    from conveyor.artifacts.materializers import ArtifactCorruptedError, check_artifact
+    from conveyor.artifacts.store import ArtifactStoreError
+
+    for name in sorted(outputs):
+        row = outputs[name]
+        try:
+            check_artifact(row["uri"], artifacts, row.get("checksum"), label=f"output {name!r}")
+        except (ArtifactStoreError, ArtifactCorruptedError) as err:
+            return str(err)
+    return None
 
 
 def build_step_info(stack: "Stack", snapshot: "Snapshot", name: str, operator: "BaseStepOperator", *, run_id: str,
@@ -113,20 +139,15 @@ def step_environment(settings: Any, resolve: bool = True) -> dict[str, str]:
 
 @contextmanager
 def process_environment(env: dict[str, str]) -> Iterator[None]:
-    """An in-process step's environment: set for its duration, then restored (shared by concurrent steps)."""
-    if not env:
+    """An in-process step's environment: seen by the step's thread (and what it starts) only, for its duration.
+
+    Never written into the process environment, which other steps and the processes started for them share
+    (see `conveyor.execution.step_environ`).
+    """
+    from conveyor.execution.step_environ import step_variables
+
+    with step_variables(env):
         yield
-        return
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 def entrypoint_request(info: "StepRunInfo", store: "BaseArtifactStore") -> tuple[list[str], dict[str, str]]:
@@ -147,6 +168,17 @@ def entrypoint_request(info: "StepRunInfo", store: "BaseArtifactStore") -> tuple
     return command, environment
 
 
+def _as_store_error(write: Any, artifacts: "ArtifactStore", uri: str) -> Any:
+    """`write` (to the step's stored log), raising an OSError as the store's error that names the log."""
+    def wrapped(*args: Any) -> Any:
+        try:
+            return write(*args)
+        except OSError as exc:
+            raise artifacts.error_for("write", uri, exc) from exc
+
+    return wrapped
+
+
 class StepLauncher:
     def __init__(self, state: RunState, name: str) -> None:
         self.s = state
@@ -160,17 +192,21 @@ class StepLauncher:
         """Run the step to an end state; returns "completed" or "cached", raises StepFailedError otherwise."""
         inputs = {arg: self.s.outputs[src["step"]][src["output"]] for arg, src in self.spec["inputs"].items()}
         input_ids = {arg: a["id"] for arg, a in inputs.items()}
-        key = cache_key(self.spec, input_ids)
+        key = cache_key(self.spec, input_ids, self.s.artifacts)
         reattach = self.s.reattach.pop(self.name, None)
         if self.spec["enable_cache"] and reattach is None:  # a job still running is followed, never abandoned
             hit = self.s.store.find_cached(key)
             if hit is not None and set(hit["outputs"]) == set(self.spec["outputs"]):
-                ts = now()
-                self.s.store.finish_step(self.step_run_id, status="cached", inputs=input_ids, outputs=hit["outputs"],
-                                         cache_key=key, cached_from=hit["step_run_id"], start_time=ts, end_time=ts)
-                self.s.outputs[self.name] = hit["outputs"]
-                self.s.display.update(self.name, "cached")
-                return "cached"
+                problem = unusable_cache_hit(self.s.artifacts, hit["outputs"])  # deleted, damaged or swapped outputs
+                if problem is None:
+                    ts = now()
+                    self.s.store.finish_step(self.step_run_id, status="cached", inputs=input_ids,
+                                             outputs=hit["outputs"], cache_key=key, cached_from=hit["step_run_id"],
+                                             start_time=ts, end_time=ts)
+                    self.s.outputs[self.name] = hit["outputs"]
+                    self.s.display.update(self.name, "cached")
+                    return "cached"
+                self.s.display.log(self.name, f"cached result not used, running the step again: {problem}")
         retry = self.spec["retry"] or {"max_retries": 0, "delay": 0.0, "backoff": 1.0}
         operator = self.s.stack.step_operator(self.resolved.operator) if self.resolved.operator else None
         infra_budget = operator.config.infrastructure_retries if operator is not None else 0
@@ -237,23 +273,30 @@ class StepLauncher:
                                  error=failure.message, failure_kind=failure.kind, traceback=failure.traceback)
         self.s.display.update(self.name, status, failure.message.splitlines()[0] if failure.message else "")
 
-    def _log_sink(self, log_uri: str) -> tuple[Any, Any]:
-        """A sink that appends to the stored log and echoes complete lines to the display.
+    def _log_sink(self, log_uri: str | None) -> tuple[Any, Any]:
+        """A sink that appends to the stored log (none if `log_uri` is None) and echoes complete lines to the
+        display; call close() at the end, which flushes what is still held.
 
-        A remote store (S3) has no append: the log so far is rewritten at most once per LIVE_LOG_FLUSH_S while
-        the step runs, so `conveyor run logs` and other processes see it live there too.
+        Secret values are redacted from the stream as a whole (`StreamRedactor`): a value printed in pieces is
+        caught too. A remote store (S3) has no append: the log so far is rewritten at most once per
+        LIVE_LOG_FLUSH_S while the step runs, so `conveyor run logs` and other processes see it live there too.
         """
-        path = self.s.artifacts.local_path(log_uri)
+        from conveyor.secrets.runtime import known
+        from conveyor.secrets.stream_redaction import StreamRedactor
+
+        path = self.s.artifacts.local_path(log_uri) if log_uri else None
         buffer: list[str] = []
         pending = [""]
         fh = None
         if path:
             fh = self.s.artifacts.open(log_uri, "a")  # noqa: SIM115 - closed by close()
+        redactor = StreamRedactor(known)
         lock = threading.Lock()
         flushing = threading.Lock()
         live: dict[str, Any] = {"timer": None, "last": 0.0, "closed": False}
 
         def flush_remote() -> None:
+            assert log_uri is not None
             with flushing:  # one write at a time, each with everything so far: never an older log over a newer
                 with lock:
                     live["timer"] = None
@@ -266,21 +309,25 @@ class StepLauncher:
                 except Exception:  # noqa: BLE001 - best effort while running; close() writes the whole log
                     pass
 
+        def store(text: str) -> list[str]:
+            """Under `lock`: keep `text`; the display lines it completes."""
+            if fh is not None:
+                fh.write(text)
+                fh.flush()
+            elif log_uri is not None:
+                buffer.append(text)
+                if live["timer"] is None and not live["closed"]:
+                    wait = max(0.0, LIVE_LOG_FLUSH_S - (time.monotonic() - live["last"]))
+                    live["timer"] = threading.Timer(wait, flush_remote)
+                    live["timer"].daemon = True
+                    live["timer"].start()
+            pending[0] += text
+            *lines, pending[0] = pending[0].split("\n")
+            return lines
+
         def sink(text: str) -> None:
-            text = redact(text)
             with lock:
-                if fh is not None:
-                    fh.write(text)
-                    fh.flush()
-                else:
-                    buffer.append(text)
-                    if live["timer"] is None and not live["closed"]:
-                        wait = max(0.0, LIVE_LOG_FLUSH_S - (time.monotonic() - live["last"]))
-                        live["timer"] = threading.Timer(wait, flush_remote)
-                        live["timer"].daemon = True
-                        live["timer"].start()
-                pending[0] += text
-                *lines, pending[0] = pending[0].split("\n")
+                lines = store(redactor.feed(text))
             for line in lines:
                 self.s.display.log(self.name, line)
 
@@ -290,12 +337,14 @@ class StepLauncher:
                 if live["timer"] is not None:
                     live["timer"].cancel()
             with flushing, lock:
+                for line in store(redactor.finish()):
+                    self.s.display.log(self.name, line)
                 if pending[0]:
                     self.s.display.log(self.name, pending[0])
                     pending[0] = ""
                 if fh is not None:
                     fh.close()
-                elif buffer:
+                elif buffer and log_uri is not None:
                     self.s.artifacts.write_text(log_uri, "".join(buffer))
 
         return sink, close
@@ -317,6 +366,8 @@ class StepLauncher:
             sink, close = self._log_sink(log_uri)
         except ArtifactStoreError as err:
             raise _Failure(str(err), "store") from None
+        # a log that cannot be written (the disk filled) is the store's failure, not the step's nor ours
+        sink, close = _as_store_error(sink, self.s.artifacts, log_uri), _as_store_error(close, self.s.artifacts, log_uri)
         func = self.s.snapshot.steps[self.name].entrypoint
         try:
             self.s.in_process_threads[self.name] = threading.get_ident()
@@ -335,10 +386,16 @@ class StepLauncher:
             raise _Failure(f"{MEMORY_ADVICE}: {err}", "memory", traceback.format_exc()) from None
         except ArtifactStoreError as err:  # the store, not the step's code: full, read-only, unreachable
             raise _Failure(str(err), "store", traceback.format_exc()) from None
+        except SystemExit as err:  # not ours to exit on: the step failed, whatever the code
+            raise _Failure(sys_exit_message(err.code), "user", traceback.format_exc()) from None
         except Exception as err:  # noqa: BLE001 - user code
             raise _Failure(f"{type(err).__name__}: {err}", "user", traceback.format_exc()) from None
         finally:
-            close()
+            try:
+                close()
+            except ArtifactStoreError as err:  # the log's last lines did not fit: fails a step that had not failed
+                if sys.exc_info()[1] is None:
+                    raise _Failure(str(err), "store") from None
         return {n: m._asdict() if hasattr(m, "_asdict") else dict(vars(m)) for n, m in metas.items()}
 
     # -- through a step operator ------------------------------------------------------------------
@@ -355,8 +412,9 @@ class StepLauncher:
             "version": JOB_SPEC_VERSION, "run_id": self.s.run_id, "run_name": self.s.run_name,
             "pipeline": self.s.snapshot.pipeline_name, "step_name": self.name, "step_run_id": self.step_run_id,
             "attempt": info.attempt, "source": thaw(self.spec["source"]), "parameters": thaw(self.spec["parameters"]),
-            "inputs": {arg: {"uri": a["uri"], "materializer": a["materializer"], "data_type": a["data_type"]}
-                       for arg, a in inputs.items()},
+            # the checksum recorded for each input: the remote side refuses a folder that is not that artifact
+            "inputs": {arg: {"uri": a["uri"], "materializer": a["materializer"], "data_type": a["data_type"],
+                             "checksum": a.get("checksum")} for arg, a in inputs.items()},
             "outputs": outputs, "settings": thaw(self.spec["settings"]),
             "resources": info.config.resource_settings.model_dump(exclude_none=True),
             "artifact_store": {"root": self.s.artifacts.root,
@@ -420,10 +478,9 @@ class StepLauncher:
         log_thread = None
         close = None
         if operator.streams_logs:
-            if getattr(operator, "stores_logs", False) and self.s.artifacts.is_local:
-                sink = lambda text: [self.s.display.log(self.name, ln) for ln in redact(text).splitlines()]  # noqa: E731
-            else:
-                sink, close = self._log_sink(log_uri)
+            # an operator that stores the log itself (the step's process redacts it there): only displayed here
+            stored_by_operator = getattr(operator, "stores_logs", False) and self.s.artifacts.is_local
+            sink, close = self._log_sink(None if stored_by_operator else log_uri)
             log_thread = threading.Thread(target=self._pump_logs, args=(operator, submission, sink), daemon=True,
                                           name=f"logs-{self.name}")
             log_thread.start()
@@ -474,9 +531,10 @@ class StepLauncher:
         return report, reason
 
     def _pump_logs(self, operator: "BaseStepOperator", submission: "Submission", sink: Any) -> None:
+        """Chunks go to the sink as they come, not cut into lines: a chunk may end mid-line (or mid-value)."""
         try:
             for chunk in operator.logs(submission, follow=True):
-                sink(chunk if chunk.endswith("\n") else chunk + "\n")
+                sink(chunk)
         except Exception as err:  # noqa: BLE001 - losing the log stream must not fail the step
             self.s.display.log(self.name, f"(log streaming stopped: {err})")
 
@@ -489,13 +547,18 @@ class StepLauncher:
         if reason == "pending":
             raise _Failure(f"still waiting in the queue after {operator.config.pending_timeout:g}s (pending timeout): "
                            f"{report.message or 'the backend could not place it'}", "pending")
+        from conveyor.artifacts.store import ArtifactStoreError
+
         result_uri = f"{info.attempt_uri}/result.json"
         result = None
-        if self.s.artifacts.exists(result_uri):
-            try:
-                result = parse_result(self.s.artifacts.read_text(result_uri), result_uri)
-            except JobSpecError as err:
-                raise _Failure(str(err), "infrastructure" if report.state in ("preempted", "lost") else "result") from None
+        try:
+            if self.s.artifacts.exists(result_uri):
+                # bytes: a result that is not UTF-8 is a JobSpecError too, not an internal error
+                result = parse_result(self.s.artifacts.read_bytes(result_uri), result_uri)
+        except JobSpecError as err:
+            raise _Failure(str(err), "infrastructure" if report.state in ("preempted", "lost") else "result") from None
+        except ArtifactStoreError as err:
+            raise _Failure(str(err), "store") from None
         if result is not None:
             if result["status"] == "completed":
                 return result.get("outputs") or {}
@@ -512,6 +575,14 @@ class StepLauncher:
             raise _Failure(report.message or MEMORY_ADVICE, report.kind)
         if code in (137, -9) and "memory" in report.message:
             raise _Failure(report.message, "memory")
+        store_failure = store_exit_message(code, self.s.artifacts.root, result_uri) if report.state == "failed" else None
+        if store_failure:  # the step's process could not write its result (nor, perhaps, its log): a full disk
+            raise _Failure(store_failure, "store")
+        if report.state == "completed" and code == 0:
+            # the step ran to its end: running it again (as for a lost job) would run the user's code again
+            raise _Failure(f"the step's process ended normally (exit code 0) but there is no result at {result_uri}: "
+                           "something moved or deleted it, or the step wrote it elsewhere; check what else writes "
+                           "to the artifact store, then run the pipeline again", "result")
         detail = f" (exit code {code})" if code is not None else ""
         raise _Failure(f"the step ended without a result{detail}: {report.message or 'see the step logs'}", "infrastructure"
                        if report.state != "failed" else "crash")

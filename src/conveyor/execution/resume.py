@@ -23,12 +23,10 @@ class ResumeError(ConveyorError):
 
 
 def resume_run(run_ref: str) -> "PipelineRun":
-    from conveyor.client import Client
+    """Take the run's lease (refused while its orchestrator lives, naming it), then finish the run."""
     from conveyor.context import get_context
-    from conveyor.exceptions import RunFailedError
-    from conveyor.execution.liveness import orchestrator_alive
-    from conveyor.execution.run import resolve_steps
-    from conveyor.pipelines.compiler import snapshot_from_spec
+    from conveyor.execution.lease import LeaseHeldError, RunLease
+    from conveyor.execution.liveness import orchestrator_alive, owner
 
     ctx = get_context()
     store = ctx.store
@@ -38,9 +36,37 @@ def resume_run(run_ref: str) -> "PipelineRun":
     name = row["name"]
     if row["status"] == "completed":
         raise ResumeError(f"run {name} already completed: there is nothing to resume")
-    if row["status"] == "running" and orchestrator_alive(row["host"], row["pid"], row["heartbeat"]):
-        raise ResumeError(f"run {name} is still running (pid {row['pid']} on {row['host']}): wait for it, or "
-                          f"`conveyor run stop {name}` first")
+    if row["status"] == "running" and orchestrator_alive(row, store):
+        raise _still_running(name, owner(row, store))
+    lease = RunLease(store, row["id"])
+    try:
+        lease.acquire()
+    except LeaseHeldError as err:
+        raise _still_running(name, err.holder.describe()) from None
+    try:
+        return _resume(ctx, store.find_run(row["id"]) or row)
+    finally:
+        lease.release()
+
+
+def _still_running(name: str, holder: str) -> ResumeError:
+    return ResumeError(f"run {name} is still running: its orchestrator ({holder}) owns it. Wait for it to end, or "
+                       f"`conveyor run stop {name}` first; an orchestrator suspended with Ctrl-Z still owns its run "
+                       f"until it is resumed (`fg`) or killed")
+
+
+def _resume(ctx: Any, row: dict[str, Any]) -> "PipelineRun":
+    """Run what is left of the run; this process holds the run's lease."""
+    from conveyor.client import Client
+    from conveyor.exceptions import RunFailedError
+    from conveyor.execution.run import resolve_steps
+    from conveyor.pipelines.compiler import snapshot_from_spec
+    from conveyor.utils.procs import process_start
+
+    store = ctx.store
+    name = row["name"]
+    if row["status"] == "completed":  # it ended while we took the lease
+        raise ResumeError(f"run {name} already completed: there is nothing to resume")
     stored = store.get_snapshot(row["snapshot_id"])
     snapshot = snapshot_from_spec(stored["spec"], stored["spec_hash"])
     stack = ctx.load_stack(row["stack_name"])
@@ -50,8 +76,11 @@ def resume_run(run_ref: str) -> "PipelineRun":
     artifacts.check_usable()
     statuses, outputs, reattach, attempts = _plan(store, step_rows)
     if not store.claim_run(row["id"], previous=(row["pid"], row["heartbeat"]), host=socket.gethostname(),
-                           pid=os.getpid()):
+                           pid=os.getpid(), pid_start=process_start(os.getpid())):
         raise ResumeError(f"run {name} was resumed by another process at the same moment")
+    # what writers killed mid-write left (hidden .NAME.tmp-* folders), except where a followed job still writes
+    artifacts.remove_temporaries(artifacts.join("runs", row["id"]), keep=[
+        artifacts.join("runs", row["id"], "steps", n, f"attempt-{r['attempt']}") for n, r in reattach.items()])
     failures = stack.orchestrator.run(
         store=store, artifacts=artifacts, stack=stack, snapshot=snapshot,
         run_id=row["id"], run_name=name, step_ids={n: s["id"] for n, s in step_rows.items()}, resolved=resolved,

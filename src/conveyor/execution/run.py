@@ -88,7 +88,10 @@ def run_snapshot(snapshot: "Snapshot", stack_name: str | None = None) -> "Pipeli
     from conveyor.client import Client
     from conveyor.context import get_context
     from conveyor.exceptions import RunFailedError
+    from conveyor.execution.lease import RunLease
     from conveyor.pipelines.compiler import thaw
+    from conveyor.store.store import new_id
+    from conveyor.utils.procs import process_start
 
     ctx = get_context()
     stack = ctx.load_stack(stack_name)
@@ -99,12 +102,14 @@ def run_snapshot(snapshot: "Snapshot", stack_name: str | None = None) -> "Pipeli
     store = ctx.store
     pipeline_id, snapshot_id = store.get_or_create_snapshot(snapshot.pipeline_name, snapshot.spec_hash, thaw(snapshot.spec))
     run_name = new_run_name(snapshot.pipeline_name)
-    run_id, step_ids = store.create_run(
-        name=run_name, pipeline_id=pipeline_id, snapshot_id=snapshot_id, stack_name=stack.name,
-        host=socket.gethostname(), pid=os.getpid(),
-        steps=[(n, resolved[n].config, resolved[n].operator, resolved[n].flavor) for n in snapshot.order])
-    failures = stack.orchestrator.run(store=store, artifacts=artifacts, stack=stack, snapshot=snapshot,
-                                      run_id=run_id, run_name=run_name, step_ids=step_ids, resolved=resolved)
+    # this process owns the run from before it exists until it has ended (execution/lease.py)
+    with RunLease(store, new_id()) as lease:
+        run_id, step_ids = store.create_run(
+            name=run_name, pipeline_id=pipeline_id, snapshot_id=snapshot_id, stack_name=stack.name,
+            host=socket.gethostname(), pid=os.getpid(), pid_start=process_start(os.getpid()), run_id=lease.run_id,
+            steps=[(n, resolved[n].config, resolved[n].operator, resolved[n].flavor) for n in snapshot.order])
+        failures = stack.orchestrator.run(store=store, artifacts=artifacts, stack=stack, snapshot=snapshot,
+                                          run_id=run_id, run_name=run_name, step_ids=step_ids, resolved=resolved)
     run = Client(ctx).get_pipeline_run(run_id)
     if failures:
         raise RunFailedError(run, failures)

@@ -26,7 +26,9 @@ def split_outputs(step_name: str, names: list[str], value: Any) -> dict[str, Any
 def load_inputs(inputs: Mapping[str, Mapping[str, Any]], store: "ArtifactStore") -> dict[str, Any]:
     from conveyor.artifacts.materializers import load_artifact
 
-    return {arg: load_artifact(a["uri"], store, a["materializer"], a["data_type"]) for arg, a in inputs.items()}
+    # the checksum recorded with each input (carried by the job spec on the remote side) catches a swapped folder
+    return {arg: load_artifact(a["uri"], store, a["materializer"], a["data_type"], checksum=a.get("checksum"),
+                               label=f"input {arg!r}") for arg, a in inputs.items()}
 
 
 def resolve_type(path: str) -> Any:

@@ -10,8 +10,10 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 from conveyor.config.merge import merge_settings
+from conveyor.config.names import check_name
 from conveyor.exceptions import PipelineDefinitionError
 from conveyor.materializer_types import type_path
+from conveyor.pipelines.code_fingerprint import code_fingerprint
 from conveyor.pipelines.source import code_hash, step_source
 
 if TYPE_CHECKING:
@@ -98,7 +100,10 @@ class Compilation:
     def add_invocation(self, step: "Step", args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         invocation_id = kwargs.pop("id", None)
         after = kwargs.pop("after", None)
-        name = invocation_id or self._unique_name(step.name)
+        if invocation_id is None:  # the step's name, numbered from the second call on, may outgrow the limit
+            name = check_name("step", self._unique_name(step.name), where=f"pipeline {self.pipeline_name!r}")
+        else:
+            name = check_name("step id", invocation_id, where=f"pipeline {self.pipeline_name!r}, step {step.name!r} (id=)")
         where = f"pipeline {self.pipeline_name!r}, step {name!r}"
         if name in self.invocations:
             raise PipelineDefinitionError(f"{where}: two steps are named {name!r}; give one another `id=`")
@@ -198,10 +203,14 @@ def build_snapshot(compilation: Compilation, *, pipeline_settings: dict[str, dic
         inv = compilation.invocations[n]
         s = inv.step
         enable_cache = s.enable_cache if s.enable_cache is not None else pipeline_enable_cache
+        source = step_source(s)
         steps_spec[n] = {
             "step": s.name,
-            "source": step_source(s),
+            "source": source,
             "code_hash": code_hash(s.entrypoint),
+            # what the cache key knows of the code besides the function: see pipelines/code_fingerprint.py
+            "code_fingerprint": code_fingerprint(s.entrypoint, source.get("code_root")),
+            "cache_version": s.cache_version,
             "parameters": inv.parameters,
             "inputs": {arg: {"step": u, "output": o} for arg, (u, o) in inv.inputs.items()},
             "input_types": {arg: type_path(s.input_types.get(arg)) for arg in inv.inputs},

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import copy
 import functools
+import logging
 from typing import TYPE_CHECKING, Any, Callable, TypeVar, overload
 
 from conveyor.config.merge import merge_settings, normalize
+from conveyor.config.names import check_name, name_from_function
 
 if TYPE_CHECKING:
     from conveyor.client import PipelineRun
@@ -20,7 +22,7 @@ class Pipeline:
     def __init__(self, func: Callable[..., Any], *, name: str | None = None,
                  settings: SettingsInput | None = None, enable_cache: bool | None = None) -> None:
         self.entrypoint = func
-        self.name = name or func.__name__
+        self.name = name_from_function("pipeline", func.__name__) if name is None else check_name("pipeline", name)
         self.settings = normalize(settings, f"pipeline {self.name!r}")
         self.enable_cache = enable_cache
         functools.update_wrapper(self, func)  # type: ignore[arg-type]
@@ -42,16 +44,31 @@ class Pipeline:
         return build_snapshot(compilation, pipeline_settings=self.settings,
                               pipeline_enable_cache=self.enable_cache, parameters=params)
 
-    def __call__(self, *args: Any, **kwargs: Any) -> "PipelineRun":
-        from conveyor.execution.run import run_snapshot
+    def __call__(self, *args: Any, **kwargs: Any) -> "PipelineRun | None":
+        """Compile and run; never runs while Conveyor imports the module or in a step's process (`run_guard`).
 
+        Scripts call their pipeline at module level: run wherever the module is imported, it would run again from
+        inside each of its steps. There the call ends the module's import (Conveyor keeps what it defined so
+        far), or, in a step's process outside such an import, returns None.
+        """
+        from conveyor.pipelines.run_guard import stop_module_if_importing, why_prevented
+
+        reason = why_prevented()
+        if reason is not None:
+            logging.getLogger(__name__).debug("pipeline %r not run: %s", self.name, reason)
+            stop_module_if_importing()
+            return None
+        from conveyor.execution.run import run_snapshot
+        from conveyor.pipelines.main_script import alias_main_module
+
+        alias_main_module()  # step processes return the script's types as `<script>.Foo`: load them as its own
         return run_snapshot(self.compile(*args, **kwargs))
 
     def with_options(self, *, name: str | None = None, settings: SettingsInput | None = None,
                      enable_cache: bool | None = None) -> "Pipeline":
         new = copy.copy(self)
         if name is not None:
-            new.name = name
+            new.name = check_name("pipeline", name)
         if settings is not None:
             new.settings = merge_settings(self.settings, normalize(settings, f"pipeline {self.name!r}"))
         if enable_cache is not None:

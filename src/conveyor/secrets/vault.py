@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from conveyor.exceptions import ConveyorError
-from conveyor.secrets.references import NAME
 
 if TYPE_CHECKING:
     from cryptography.fernet import Fernet
@@ -58,10 +57,10 @@ def _fernet(create: bool) -> "Fernet":
 
 
 def check_name(kind: str, name: str) -> None:
-    import re
+    """The names pattern of conveyor.config.names, without '.' (the dot separates secret and key in {{name.key}})."""
+    from conveyor.config.names import check_name as check
 
-    if not re.fullmatch(NAME, name):
-        raise SecretError(f"invalid {kind} name {name!r}: use letters, digits, '_' and '-' only")
+    check(kind, name, allow_dot=False)
 
 
 class Vault:

@@ -46,12 +46,19 @@ def output_specs(func: Callable[..., Any]) -> tuple[OutputSpec, ...]:
             specs = []
             for i, arg in enumerate(args):
                 arg_base, arg_name = _named(arg)
-                specs.append(OutputSpec(arg_name or f"{DEFAULT_OUTPUT}_{i}", arg_base))
-            names = [s.name for s in specs]
+                specs.append(OutputSpec(f"{DEFAULT_OUTPUT}_{i}" if arg_name is None else arg_name, arg_base))
+            names = [_checked(s.name, func) for s in specs]
             if len(set(names)) != len(names):
                 raise TypeError(f"step {func.__name__!r} declares duplicate output names {names}")
             return tuple(specs)
-    return (OutputSpec(name or DEFAULT_OUTPUT, base),)
+    return (OutputSpec(DEFAULT_OUTPUT if name is None else _checked(name, func), base),)
+
+
+def _checked(name: str, func: Callable[..., Any]) -> str:
+    """Output names become directories of the artifact store: `../x` must never get that far."""
+    from conveyor.config.names import check_name
+
+    return check_name("output", name, where=f"step {getattr(func, '__name__', func)!r}")
 
 
 def input_types(func: Callable[..., Any]) -> dict[str, Any]:

@@ -8,6 +8,7 @@ import inspect
 from typing import TYPE_CHECKING, Any, Callable, Mapping, TypeVar, overload
 
 from conveyor.config.merge import merge_settings, normalize
+from conveyor.config.names import check_name, name_from_function
 from conveyor.config.units import parse_duration
 from conveyor.steps.outputs import OutputSpec, input_types, output_specs
 
@@ -40,6 +41,15 @@ def _timeout(value: str | float | None, where: str) -> float | None:
         raise ConfigError(f"{where} timeout: {err}") from None
 
 
+def _cache_version(value: str | int | None, where: str) -> str | None:
+    """Folded into the cache key: bump it when the step's result changes for a reason the key cannot see."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise TypeError(f"{where}: cache_version must be a string or an integer (e.g. \"2\"), got {value!r}")
+    return str(value)
+
+
 class Step:
     """A step definition. Calling it inside a `@pipeline` records an invocation and returns output handles."""
 
@@ -53,11 +63,12 @@ class Step:
         enable_cache: bool | None = None,
         retry: StepRetryConfig | Mapping[str, Any] | None = None,
         timeout: str | float | None = None,
+        cache_version: str | int | None = None,
     ) -> None:
         if not callable(func):
             raise TypeError("@step decorates a function")
         self.entrypoint = func
-        self.name = name or func.__name__
+        self.name = name_from_function("step", func.__name__) if name is None else check_name("step", name)
         where = f"step {self.name!r}"
         if step_operator is not None and not isinstance(step_operator, (str, bool)):
             raise TypeError(f"{where}: step_operator must be a registered step operator's name or True, got {step_operator!r}")
@@ -66,6 +77,7 @@ class Step:
         self.enable_cache = enable_cache
         self.retry = _retry(retry, where)
         self.timeout = _timeout(timeout, where)
+        self.cache_version = _cache_version(cache_version, where)
         self.signature = inspect.signature(func)
         self.outputs: tuple[OutputSpec, ...] = output_specs(func)
         self.input_types = input_types(func)
@@ -88,12 +100,13 @@ class Step:
         enable_cache: bool | None = _UNSET,
         retry: StepRetryConfig | Mapping[str, Any] | None = _UNSET,
         timeout: str | float | None = _UNSET,
+        cache_version: str | int | None = _UNSET,
     ) -> "Step":
         """A copy with some options changed; new settings merge over the old ones key by key."""
         new = copy.copy(self)
         where = f"step {self.name!r}"
         if name is not None:
-            new.name = name
+            new.name = check_name("step", name)
         if step_operator is not _UNSET:
             new.step_operator = step_operator
         if settings is not None:
@@ -104,6 +117,8 @@ class Step:
             new.retry = _retry(retry, where)
         if timeout is not _UNSET:
             new.timeout = _timeout(timeout, where)
+        if cache_version is not _UNSET:
+            new.cache_version = _cache_version(cache_version, where)
         return new
 
     def __repr__(self) -> str:
@@ -122,6 +137,7 @@ def step(
     enable_cache: bool | None = None,
     retry: StepRetryConfig | Mapping[str, Any] | None = None,
     timeout: str | float | None = None,
+    cache_version: str | int | None = None,
 ) -> Callable[[F], Step]: ...
 def step(func: Callable[..., Any] | None = None, **options: Any) -> Any:
     """Decorate a function as a step, bare (`@step`) or with options (`@step(step_operator="gpu")`)."""

@@ -8,7 +8,6 @@ from sqlalchemy import (
     Boolean,
     Column,
     DateTime,
-    Float,
     ForeignKey,
     Index,
     Integer,
@@ -20,7 +19,7 @@ from sqlalchemy import (
 )
 
 # Bump together with a new file in migrations/versions; a test checks they agree.
-SCHEMA_HEAD = "0002"
+SCHEMA_HEAD = "0003"
 
 metadata = MetaData()
 
@@ -109,6 +108,7 @@ runs = Table(
     Column("end_time", DateTime),
     Column("host", String(256)),
     Column("pid", Integer),
+    Column("pid_start", String(80)),  # utils.procs.process_start of `pid`: a reused pid is not the run's owner
     Column("heartbeat", DateTime),
     Column("stop_requested", Boolean, nullable=False, default=False),
     Column("error", Text),

@@ -10,8 +10,10 @@ from typing import Any, Iterable, Sequence
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from conveyor.config.names import check_name
 from conveyor.exceptions import StackError
 from conveyor.store import schema as t
+from conveyor.store.errors import translate, translated
 
 
 #: any fixed 64-bit number, the same in every Conveyor process: PostgreSQL's advisory lock around migrations
@@ -78,8 +80,14 @@ class MetadataStore:
         with self._lock:
             if self._schema_checked:
                 return
-            if self._current_revision() != t.SCHEMA_HEAD:
-                self._upgrade()
+            try:
+                if self._current_revision() != t.SCHEMA_HEAD:
+                    self._upgrade()
+            except Exception as err:  # a damaged file or an unreachable server: the same words as the CLI's
+                mapped = translate(err, self.url)
+                if mapped is err:
+                    raise
+                raise mapped from err
             self._schema_checked = True
 
     def _current_revision(self) -> str | None:
@@ -113,11 +121,11 @@ class MetadataStore:
 
     def write(self) -> Any:
         self.ensure_schema()
-        return self._write_engine.begin()
+        return translated(self._write_engine.begin(), self.url)
 
     def read(self) -> Any:
         self.ensure_schema()
-        return self._read_engine.begin()
+        return translated(self._read_engine.begin(), self.url)
 
     # -- key/value --------------------------------------------------------------------------------
     def get_kv(self, key: str) -> str | None:
@@ -147,6 +155,7 @@ class MetadataStore:
 
     # -- components -------------------------------------------------------------------------------
     def create_component(self, type_: str, name: str, flavor: str, config: dict[str, Any]) -> str:
+        check_name(type_.replace("_", " "), name)
         with self.write() as c:
             exists = c.execute(sa.select(t.components.c.id).where(t.components.c.type == type_, t.components.c.name == name)).scalar()
             if exists:
@@ -194,6 +203,7 @@ class MetadataStore:
 
     # -- stacks -----------------------------------------------------------------------------------
     def create_stack(self, name: str, component_ids: Sequence[str]) -> str:
+        check_name("stack", name)
         with self.write() as c:
             if c.execute(sa.select(t.stacks.c.id).where(t.stacks.c.name == name)).scalar():
                 raise StoreError(f"a stack named {name!r} already exists: pick another name or `conveyor stack update {name} ...`")
@@ -236,6 +246,8 @@ class MetadataStore:
 
     # -- secrets (values arrive encrypted; see conveyor.secrets.vault) -----------------------------
     def put_secret(self, name: str, keys: list[str], token: str, *, replace: bool) -> None:
+        if not replace:  # an existing secret keeps its name, whatever rules were in force when it was made
+            check_name("secret", name, allow_dot=False)
         ts = now()
         with self.write() as c:
             exists = c.execute(sa.select(t.secrets.c.id).where(t.secrets.c.name == name)).scalar()
@@ -295,9 +307,11 @@ class MetadataStore:
 
     # -- runs -------------------------------------------------------------------------------------
     def create_run(self, *, name: str, pipeline_id: str, snapshot_id: str, stack_name: str, host: str, pid: int,
-                   steps: Iterable[tuple[str, dict[str, Any], str | None, str | None]]) -> tuple[str, dict[str, str]]:
-        """One transaction creates the run and all its step runs as pending."""
-        run_id, ts = new_id(), now()
+                   steps: Iterable[tuple[str, dict[str, Any], str | None, str | None]], pid_start: str | None = None,
+                   run_id: str | None = None) -> tuple[str, dict[str, str]]:
+        """One transaction creates the run and all its step runs as pending (`run_id` chosen ahead lets the
+        caller take the run's lease before the run exists)."""
+        run_id, ts = run_id or new_id(), now()
         step_ids: dict[str, str] = {}
         rows = []
         for position, (step_name, config, operator, flavor) in enumerate(steps):
@@ -307,7 +321,7 @@ class MetadataStore:
         with self.write() as c:
             c.execute(sa.insert(t.runs).values(id=run_id, name=name, pipeline_id=pipeline_id, snapshot_id=snapshot_id,
                                                stack_name=stack_name, status="running", start_time=ts, host=host, pid=pid,
-                                               heartbeat=ts, stop_requested=False, created=ts))
+                                               pid_start=pid_start, heartbeat=ts, stop_requested=False, created=ts))
             if rows:
                 c.execute(sa.insert(t.step_runs), rows)
         return run_id, step_ids
@@ -316,8 +330,11 @@ class MetadataStore:
         with self.write() as c:
             c.execute(sa.update(t.runs).where(t.runs.c.id == run_id).values(**fields))
 
-    def claim_run(self, run_id: str, *, previous: tuple[Any, Any], host: str, pid: int) -> bool:
-        """Make this process the run's orchestrator, unless another one claimed it since `previous` was read."""
+    def claim_run(self, run_id: str, *, previous: tuple[Any, Any], host: str, pid: int, pid_start: str | None = None) -> bool:
+        """Make this process the run's orchestrator, unless another one claimed it since `previous` was read.
+
+        The caller holds the run's lease (execution/lease.py) already: that is what keeps a live owner's run from
+        being taken; this conditional update only settles two resumes of the same dead run."""
         old_pid, old_beat = previous
         ts = now()
         with self.write() as c:
@@ -325,7 +342,7 @@ class MetadataStore:
                     t.runs.c.pid.is_(None) if old_pid is None else t.runs.c.pid == old_pid,
                     t.runs.c.heartbeat.is_(None) if old_beat is None else t.runs.c.heartbeat == old_beat]
             return bool(c.execute(sa.update(t.runs).where(*cond).values(
-                status="running", host=host, pid=pid, heartbeat=ts, stop_requested=False, end_time=None,
+                status="running", host=host, pid=pid, pid_start=pid_start, heartbeat=ts, stop_requested=False, end_time=None,
                 error=None)).rowcount)
 
     def update_step_run(self, step_run_id: str, **fields: Any) -> None:
@@ -384,6 +401,27 @@ class MetadataStore:
             outs = c.execute(sa.select(t.step_run_artifacts.c.name, t.artifacts).join(t.artifacts, t.artifacts.c.id == t.step_run_artifacts.c.artifact_id)
                              .where(t.step_run_artifacts.c.step_run_id == row.id, t.step_run_artifacts.c.direction == "output")).all()
             return {"step_run_id": row.id, "outputs": {r.name: dict(r._mapping) for r in outs}}
+
+    def clear_cache(self, *, pipeline: str | None = None, step: str | None = None, dry_run: bool = False) -> int:
+        """Make completed step runs (all, or of one pipeline and/or step name) never serve as a cache hit again.
+
+        Only their recorded cache key goes: statuses, artifacts and links stay, so runs still load their outputs.
+        Returns how many step runs were (with `dry_run`, would be) cleared.
+        """
+        cond = [t.step_runs.c.cache_key.is_not(None), t.step_runs.c.status == "completed"]
+        if step is not None:
+            cond.append(t.step_runs.c.name == step)
+        if pipeline is not None:
+            with self.read() as c:
+                pid = c.execute(sa.select(t.pipelines.c.id).where(t.pipelines.c.name == pipeline)).scalar()
+            if pid is None:
+                raise StoreError(f"no pipeline named {pipeline!r}: see the pipeline names in `conveyor run list`")
+            cond.append(t.step_runs.c.run_id.in_(sa.select(t.runs.c.id).where(t.runs.c.pipeline_id == pid)))
+        if dry_run:
+            with self.read() as c:
+                return int(c.execute(sa.select(sa.func.count()).select_from(t.step_runs).where(*cond)).scalar() or 0)
+        with self.write() as c:
+            return int(c.execute(sa.update(t.step_runs).where(*cond).values(cache_key=None)).rowcount or 0)
 
     def finish_step(self, step_run_id: str, *, status: str, inputs: dict[str, str], outputs: dict[str, dict[str, Any]],
                     new_artifacts: Sequence[dict[str, Any]] = (), **fields: Any) -> None:

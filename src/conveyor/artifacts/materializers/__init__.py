@@ -5,7 +5,7 @@ else falls back to cloudpickle with a warning. Register your own with
 :func:`register_materializer`.
 """
 
-from conveyor.artifacts.materializers._artifact import MANIFEST_NAME, load_artifact, save_artifact
+from conveyor.artifacts.materializers._artifact import MANIFEST_NAME, check_artifact, load_artifact, save_artifact
 from conveyor.artifacts.materializers._base import (
     ArtifactCorruptedError,
     ArtifactMeta,
@@ -36,6 +36,7 @@ __all__ = [
     "NumpyMaterializer",
     "PandasMaterializer",
     "PydanticMaterializer",
+    "check_artifact",
     "import_path",
     "load_artifact",
     "load_import_path",

@@ -19,7 +19,7 @@ from conveyor.artifacts.materializers._builtin import CloudpickleMaterializer, f
 from conveyor.artifacts.materializers._registry import materializer_for
 from conveyor.artifacts.store import ArtifactStore, ArtifactStoreError
 
-__all__ = ["MANIFEST_NAME", "load_artifact", "save_artifact"]
+__all__ = ["MANIFEST_NAME", "check_artifact", "load_artifact", "save_artifact"]
 
 MANIFEST_NAME = ".conveyor-artifact.json"
 _FORMAT = 1
@@ -47,15 +47,34 @@ def load_artifact(
     data_type: str | None = None,
     *,
     verify: bool = True,
+    checksum: str | None = None,
+    label: str | None = None,
 ) -> Any:
-    """Check the artifact against its manifest, then load it; the arguments default to the manifest's."""
+    """Check the artifact against its manifest, then load it; the arguments default to the manifest's.
+
+    ``checksum`` is the one the metadata store recorded when the artifact was saved: the manifest alone cannot
+    tell that a folder was swapped with another artifact's, since each folder matches its own manifest.
+    ``label`` names the artifact in errors (e.g. ``input 'model'``).
+    """
     uri = store._resolve(uri).rstrip("/")
     manifest = _read_manifest(uri, store)
     if verify:
         _verify(uri, store, manifest)
+    if checksum:
+        _check_recorded(uri, manifest, checksum, label)
     materializer_cls = _materializer_class(materializer or manifest["materializer"], uri)
     loaded_type = _data_type(data_type or manifest["data_type"], materializer_cls, uri)
     return materializer_cls(uri, store).load(loaded_type)
+
+
+def check_artifact(uri: str, store: ArtifactStore, checksum: str | None = None, label: str | None = None) -> None:
+    """Raise unless the artifact at ``uri`` exists, every file matches its manifest and, given ``checksum``, it is
+    the artifact the metadata store recorded there (reads every file once; loads nothing)."""
+    uri = store._resolve(uri).rstrip("/")
+    manifest = _read_manifest(uri, store)
+    _verify(uri, store, manifest)
+    if checksum:
+        _check_recorded(uri, manifest, checksum, label)
 
 
 # -- saving ---------------------------------------------------------------------
@@ -133,6 +152,22 @@ def _verify(uri: str, store: ArtifactStore, manifest: dict[str, Any]) -> None:
             raise ArtifactCorruptedError(
                 f"artifact at {uri} is corrupted or truncated: file {rel} {problem}; re-run the producing step"
             )
+
+
+def _check_recorded(uri: str, manifest: dict[str, Any], expected: str, label: str | None) -> None:
+    try:
+        actual = _combined_checksum({rel: (e["size"], e["sha256"]) for rel, e in manifest["files"].items()})
+    except (KeyError, TypeError) as exc:
+        raise ArtifactCorruptedError(
+            f"artifact at {uri} is corrupted: its {MANIFEST_NAME} lists files without size or sha256 ({exc}); "
+            "re-run the producing step"
+        ) from exc
+    if actual != expected:
+        raise ArtifactCorruptedError(
+            f"{label or 'artifact'} at {uri} is not the artifact recorded there: its content checksum is "
+            f"{actual[:16]}..., the metadata store recorded {expected[:16]}... (the folder was replaced, moved or "
+            "swapped with another artifact's); put the original folder back, or re-run the step that produced it"
+        )
 
 
 def _file_problem(store: ArtifactStore, full: str, expected: dict[str, Any]) -> str:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import importlib
 import types
 from typing import Any, ClassVar, NamedTuple
 
 from conveyor.artifacts.store import ArtifactStore
 from conveyor.exceptions import ConveyorError
+from conveyor.pipelines.main_script import import_path as script_aware_import_path
+from conveyor.pipelines.main_script import import_user_module
 
 __all__ = [
     "ArtifactCorruptedError",
@@ -78,8 +79,12 @@ def _is_subclass(candidate: Any, base: type) -> bool:
 
 
 def import_path(obj: Any) -> str:
-    """``module:QualName``, the form that survives nested classes (unlike dotted paths)."""
-    return f"{obj.__module__}:{obj.__qualname__}"
+    """``module:QualName``, the form that survives nested classes (unlike dotted paths).
+
+    A class of the running script is named by the script's module name (``train:Foo``, not ``__main__:Foo``), so
+    a step's process and later readers can import it (see ``conveyor.pipelines.main_script``).
+    """
+    return script_aware_import_path(obj)
 
 
 _RESOLVED: dict[str, Any] = {}
@@ -103,7 +108,7 @@ def _resolve(path: str) -> Any:
     if not module_name or not qualname:
         raise ImportError(f"{path!r} is not an import path: expected 'package.module:QualName'")
     try:
-        obj: Any = importlib.import_module(module_name)
+        obj: Any = import_user_module(module_name)  # a module-level pipeline call there does not run
     except ImportError as exc:
         raise ImportError(f"cannot import module {module_name!r} for {path!r} ({exc}): install it or make it importable") from exc
     for attr in qualname.split("."):

@@ -185,7 +185,8 @@ def _numpy() -> ModuleType | None:
 class NumpyMaterializer(_BuiltinMaterializer):
     """Arrays as ``data.npy``, loaded memory-mapped so large arrays cost no copy on read.
 
-    Remote stores cannot be mapped; there the array is read into memory.
+    The map is copy-on-write: the array is writable, and pages a step changes become private to its process.
+    Remote stores cannot be mapped; there the array is read into (writable) memory.
     """
 
     @classmethod
@@ -227,7 +228,8 @@ class NumpyMaterializer(_BuiltinMaterializer):
             source: Any = local if local is not None else io.BytesIO(self.store.read_bytes(target))
             return np.load(source, allow_pickle=False)[()]
         if local is not None:
-            return np.load(local, mmap_mode="r", allow_pickle=False)
+            # copy-on-write: a step may change its input in place (`x += 1`); the stored file never changes
+            return np.load(local, mmap_mode="c", allow_pickle=False)
         return np.load(io.BytesIO(self.store.read_bytes(target)), allow_pickle=False)
 
 
@@ -346,22 +348,24 @@ class CloudpickleMaterializer(_BuiltinMaterializer):
     """Anything else, as ``data.pkl``; tied to the Python and library versions that wrote it."""
 
     def save(self, data: Any) -> None:
-        import pickle
-
         import cloudpickle
 
-        payload = cloudpickle.dumps(data, protocol=pickle.HIGHEST_PROTOCOL)
+        from conveyor.pipelines.main_script import dumps
+
+        # the running script's classes go by its module name, so the value loads as the same class everywhere
+        payload = dumps(data)
         self._write("data.pkl", payload)
         env = {"python": sys.version.split()[0], "cloudpickle": cloudpickle.__version__}
         self._write("env.json", json.dumps(env).encode("ascii"))
 
     def load(self, data_type: type) -> Any:
-        import pickle
+        from conveyor.pipelines.main_script import loads
 
         payload = self._read("data.pkl")
         try:
-            # Plain pickle suffices: by-value classes import cloudpickle on demand.
-            return pickle.loads(payload)
+            # Plain pickle suffices (by-value classes import cloudpickle on demand); the modules it imports are
+            # imported with pipeline runs prevented, and the running script's module name means the script.
+            return loads(payload)
         except Exception as exc:
             exc.add_note(
                 f"artifact at {self.uri} was pickled under {self._written_under()}; this is Python "

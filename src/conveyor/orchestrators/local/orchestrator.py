@@ -1,7 +1,12 @@
-"""Runs the DAG with one daemon thread per running step, at most `max_parallelism` at once; Ctrl-C, SIGTERM and `conveyor run stop` cancel every running step."""
+"""Runs the DAG with one daemon thread per running step, at most `max_parallelism` at once; Ctrl-C, SIGTERM and `conveyor run stop` cancel every running step.
+
+The first Ctrl-C (or SIGTERM) starts the stop; later ones while it runs only say so: a stop cut short would
+leave steps' processes running and the run's records saying `running`.
+"""
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 import time
@@ -60,7 +65,7 @@ class LocalOrchestrator(BaseOrchestrator):
         display.start()
         for name, done in state.statuses.items():  # a resumed run's finished steps
             display.update(name, done, "from the earlier attempt")
-        previous = self._install_sigterm()
+        previous = self._install_signals(state.run_name)
         status = "failed"
         try:
             failures = self._schedule(state)
@@ -70,26 +75,49 @@ class LocalOrchestrator(BaseOrchestrator):
             status = "stopped"
             raise KeyboardInterrupt from None
         finally:
-            self._restore_sigterm(previous)
-            state.store.update_run(state.run_id, status=status, end_time=now(), heartbeat=now())
-            display.stop(status)
-            capture.uninstall()
+            try:
+                if status != "completed":
+                    self._settle_steps(state)
+                state.store.update_run(state.run_id, status=status, end_time=now(), heartbeat=now())
+                display.stop(status)
+                capture.uninstall()
+            finally:
+                self._restore_signals(previous)
+
+    @staticmethod
+    def _settle_steps(state: "RunState") -> None:
+        """A run never ends with a step still `pending` or `running` (a stop that came before a step started, or
+        a launcher that did not finish cancelling in time)."""
+        ts = now()
+        for row in state.store.step_runs(state.run_id):
+            if row["status"] in ("pending", "running"):
+                state.store.update_step_run(row["id"], status="stopped", end_time=ts, failure_kind="stopped",
+                                            error=row["error"] or "stopped: the run ended before this step did")
 
     # -- signals ----------------------------------------------------------------------------------
     @staticmethod
-    def _install_sigterm() -> Any:
+    def _install_signals(run_name: str) -> Any:
+        """Ctrl-C and SIGTERM start the stop once; repeats are reported and otherwise ignored until it is done."""
         if threading.current_thread() is not threading.main_thread():
             return None
+        stopping = threading.Event()
 
         def handler(signum: int, frame: Any) -> None:
+            if stopping.is_set():
+                os.write(2, f"\nconveyor: already stopping run {run_name}: cancelling its steps so that nothing is left "
+                            "running; this ends by itself within seconds\n".encode())
+                return
+            stopping.set()
+            if signum == signal.SIGINT:
+                raise KeyboardInterrupt
             raise _Terminate()
 
-        return signal.signal(signal.SIGTERM, handler)
+        return {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
 
     @staticmethod
-    def _restore_sigterm(previous: Any) -> None:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+    def _restore_signals(previous: Any) -> None:
+        for sig, handler in (previous or {}).items():
+            signal.signal(sig, handler)
 
     # -- scheduling -------------------------------------------------------------------------------
     def _schedule(self, state: "RunState") -> list[StepFailedError]:

@@ -14,7 +14,8 @@ if TYPE_CHECKING:
     from conveyor.step_operators.fault.operator import FaultStepOperator
 
 FaultMode = Literal["none", "submit", "mid_run", "lose", "preempt", "exit_code", "hang", "stuck_pending",
-                    "truncated_job_spec", "foreign_job_spec", "truncated_result", "foreign_result"]
+                    "truncated_job_spec", "foreign_job_spec", "binary_job_spec", "truncated_result", "foreign_result",
+                    "moved_result"]
 
 
 class FaultFields(BaseSettings):
@@ -22,8 +23,9 @@ class FaultFields(BaseSettings):
         "submit: refuse the submission; mid_run: kill the job after `fault_after` s; lose: the job vanishes; "
         "preempt: the backend preempts it; exit_code: exit with `exit_code` without running the step; "
         "hang: run forever; stuck_pending: never leave the queue; truncated_job_spec / foreign_job_spec: the step "
-        "finds its job spec cut short / of another version; truncated_result / foreign_result: the same for the "
-        "result.json the step writes back"))
+        "finds its job spec cut short / of another version; binary_job_spec: not UTF-8 at all; truncated_result / "
+        "foreign_result: the same for the result.json the step writes back; moved_result: that result.json is moved "
+        "away once the step has ended"))
     fault_after: float = Field(default=0.5, ge=0, description="seconds into the run before mid_run/lose/preempt strike")
     exit_code: int = Field(default=3, description="exit code for fault=exit_code")
     fault_attempts: int | None = Field(default=None, ge=1, description="inject only on the first N attempts")

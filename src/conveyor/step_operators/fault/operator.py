@@ -8,7 +8,7 @@ from typing import Any
 
 from conveyor.step_operators.info import StatusReport, StepRunInfo, Submission
 from conveyor.step_operators.local.operator import LocalStepOperator
-from conveyor.utils.procs import kill_group
+from conveyor.utils.procs import kill_tree
 
 
 class FaultInjected(RuntimeError):
@@ -16,12 +16,20 @@ class FaultInjected(RuntimeError):
 
 
 def _spoil(uri: str, how: str) -> None:
-    """Cut a JSON file in half, or give it a version no Conveyor reads."""
+    """Cut a JSON file in half, give it a version no Conveyor reads, make it bytes that are not UTF-8, or move it
+    away (as something else writing to the store might)."""
     import json
 
     from conveyor.artifacts.store import ArtifactStore
 
     store = ArtifactStore(uri.rsplit("/", 1)[0])
+    if how == "binary":
+        store.write_bytes(uri, b"\xff\xfe\x00not json" + bytes(range(128, 256)))
+        return
+    if how == "moved":
+        store.write_bytes(f"{uri}.moved", store.read_bytes(uri))
+        store.rm(uri)
+        return
     text = store.read_text(uri)
     if how == "truncated":
         store.write_text(uri, text[: len(text) // 2])
@@ -83,7 +91,7 @@ class FaultStepOperator(LocalStepOperator):
         if mode in ("mid_run", "lose", "preempt") and time.monotonic() - self._started.get(name, 0) >= after:
             pid = submission.data.get("pgid")
             if pid:
-                kill_group(int(pid), grace=0.2)
+                kill_tree(int(pid), submission.data.get("process_start"), grace=0.2)
             self._struck[name] = {"mid_run": "failed", "lose": "lost", "preempt": "preempted"}[mode]
             return self.get_status(submission)
         report = super().get_status(submission)

@@ -363,7 +363,9 @@ class KubernetesStepOperator(BaseStepOperator):
         if "Complete" in conditions:
             return StatusReport("completed", exit_code=0)
         failed = conditions.get("Failed")
-        if failed is not None and failed.reason == "DeadlineExceeded":
+        # the pod says DeadlineExceeded before the Job controller records its Failed condition: a timeout either way
+        pod_deadline = pod is not None and pod.status is not None and pod.status.reason == "DeadlineExceeded"
+        if pod_deadline or (failed is not None and failed.reason == "DeadlineExceeded"):
             timeout = data.get("timeout")
             what = f"timed out after {timeout:g}s" if timeout else "timed out"
             return StatusReport("failed", f"{what}: Kubernetes stopped Job {name} at its activeDeadlineSeconds "

@@ -108,6 +108,15 @@ def memory_limit(limit: int, enforcement: str) -> MemoryLimit | None:
     return MemoryLimit(limit, "rlimit")
 
 
+def rlimit_notice(memory: MemoryLimit | None, enforcement: str) -> str | None:
+    """The line a step's log starts with when its memory limit is per process: RLIMIT_AS binds each process on
+    its own, so a step that starts children can use the limit several times over (a cgroup would bind them all)."""
+    if memory is None or memory.mechanism != "rlimit":
+        return None
+    why = "no writable cgroup" if enforcement in ("auto", "cgroup") else f"memory_enforcement={enforcement!r}"
+    return f"memory limit enforced per process with RLIMIT_AS ({why}): children each get the limit"
+
+
 def make_preexec(cpus: list[int], memory: MemoryLimit | None):  # type: ignore[no-untyped-def]
     """Runs in the child between fork and exec: only os-level calls, no locks, no imports."""
     import resource

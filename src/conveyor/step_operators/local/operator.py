@@ -17,9 +17,11 @@ from conveyor.exceptions import MEMORY_ADVICE, ResourceUnavailableError
 from conveyor.step_operators.base import BaseStepOperator
 from conveyor.step_operators.info import StatusReport, StepRunInfo, Submission
 from conveyor.step_operators.local.flavor import LocalStepOperatorConfig
-from conveyor.step_operators.local.limits import CPUS, GPUS, MemoryLimit, make_preexec, memory_limit
+from conveyor.step_operators.local.limits import CPUS, GPUS, MemoryLimit, make_preexec, memory_limit, rlimit_notice
 from conveyor.step_operators.local.spares import SPARES
-from conveyor.utils.procs import alive, kill_group
+from conveyor.utils.private import private_makedirs, private_opener
+from conveyor.utils.procs import kill_tree, process_start, same_process
+from conveyor.utils.reaper import SUBREAPER_ENV
 
 
 
@@ -33,6 +35,7 @@ class _Job:
     cpus: list[int] = field(default_factory=list)
     gpus: list[int] = field(default_factory=list)
     memory: MemoryLimit | None = None
+    start: str | None = None  # procs.process_start of the step process: its pid alone could be reused
     cancelled: bool = False
     released: bool = False
 
@@ -74,8 +77,11 @@ class LocalStepOperator(BaseStepOperator):
                     "lower it or use a step operator with bigger machines")
 
     def _environment(self, info: StepRunInfo, env: dict[str, str], cpus: list[int], gpus: list[int]) -> dict[str, str]:
+        """The process environment (never an in-process step's variables, whichever thread asks) and the step's."""
+        from conveyor.execution.step_environ import real_environ
+
         r = info.config.resource_settings
-        merged = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
+        merged = {**real_environ(), **env, "PYTHONUNBUFFERED": "1"}
         if r.cpu_count is not None:
             threads = str(max(1, math.ceil(r.cpu_count)))
             for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS"):
@@ -98,7 +104,7 @@ class LocalStepOperator(BaseStepOperator):
             log_dir = os.path.join(tempfile.gettempdir(), "conveyor-steps", info.job_name)
         else:
             log_dir = info.attempt_uri
-        os.makedirs(log_dir, exist_ok=True)
+        private_makedirs(log_dir)
         log_path = os.path.join(log_dir, "logs.txt")
         job = _Job(info, command, environment, log_path)
         with self._lock:
@@ -122,7 +128,15 @@ class LocalStepOperator(BaseStepOperator):
         except OSError:
             self._release(job)
             raise
+        notice = rlimit_notice(job.memory, self.config.memory_enforcement)
+        if notice:  # said where the user looks when a step with children is killed or not killed for memory
+            try:
+                with open(job.log_path, "a", encoding="utf-8", opener=private_opener) as log:
+                    log.write(notice + "\n")
+            except OSError:
+                pass
         env = self._environment(job.info, job.env, job.cpus, job.gpus)
+        env[SUBREAPER_ENV] = "1"  # the step keeps its daemonized descendants in its tree (utils/reaper.py)
         worker = SPARES.take(job.command) if self.config.warm_start else None
         if worker is not None:
             job.process = worker
@@ -130,14 +144,16 @@ class LocalStepOperator(BaseStepOperator):
         else:
             job.process = self._cold_start(job, env)
         submission.backend_id = str(job.process.pid)
-        submission.data.update(pid=job.process.pid, pgid=job.process.pid, state="running", cpus=job.cpus, gpus=job.gpus,
+        job.start = process_start(job.process.pid)
+        submission.data.update(pid=job.process.pid, pgid=job.process.pid, process_start=job.start, state="running",
+                               cpus=job.cpus, gpus=job.gpus,
                                memory=job.memory.mechanism if job.memory else None, warm=worker is not None)
         if self.config.warm_start:
             SPARES.replenish(job.command)
         return True
 
     def _cold_start(self, job: _Job, env: dict[str, str]) -> "subprocess.Popen[bytes]":
-        with open(job.log_path, "ab") as log:
+        with open(job.log_path, "ab", opener=private_opener) as log:
             return subprocess.Popen(  # noqa: S603 - our own entrypoint
                 job.command, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                 start_new_session=True, close_fds=True,
@@ -181,24 +197,28 @@ class LocalStepOperator(BaseStepOperator):
             time.sleep(timeout)
 
     def _status_elsewhere(self, submission: Submission) -> StatusReport:
-        """Another process submitted it (resume, `conveyor run stop`): follow it by pid."""
+        """Another process submitted it (resume, `conveyor run stop`): follow it by pid and start time (a pid
+        now held by another process is the step gone, never followed)."""
         pid = submission.data.get("pid")
         if submission.data.get("host") != socket.gethostname() or pid is None:
             return StatusReport("lost", "the job was started on another host or never started")
-        return StatusReport("running") if alive(int(pid)) else StatusReport("completed")
+        if same_process(int(pid), submission.data.get("process_start")):
+            return StatusReport("running")
+        return StatusReport("completed")
 
     def cancel(self, submission: Submission) -> None:
         job = self._jobs.get(submission.job_name)
         if job is not None:
             job.cancelled = True
             if job.process is not None:
-                kill_group(job.process.pid)
+                kill_tree(job.process.pid, job.start)
                 job.process.wait()
             self._release(job)
             return
         pgid = submission.data.get("pgid")
         if pgid and submission.data.get("host") == socket.gethostname():
-            kill_group(int(pgid))
+            # only the process the receipt names: a pid reused by another process is never signalled
+            kill_tree(int(pgid), submission.data.get("process_start"))
 
     def _release(self, job: _Job) -> None:
         with self._lock:
@@ -228,7 +248,7 @@ class LocalStepOperator(BaseStepOperator):
         job = self._jobs.get(submission.job_name)
         if job is None:
             pid = submission.data.get("pid")
-            return pid is None or not alive(int(pid))
+            return pid is None or not same_process(int(pid), submission.data.get("process_start"))
         return job.cancelled or (job.process is not None and job.process.poll() is not None)
 
     def dry_run(self, info: StepRunInfo, entrypoint_command: list[str], environment: dict[str, str]) -> dict[str, Any]:

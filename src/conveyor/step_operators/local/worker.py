@@ -26,7 +26,7 @@ def _apply(job: dict) -> None:  # type: ignore[type-arg]
         resource.setrlimit(resource.RLIMIT_AS, (job["rlimit"], job["rlimit"]))
     if job.get("cpus"):
         os.sched_setaffinity(0, job["cpus"])
-    fd = os.open(job["log_path"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    fd = os.open(job["log_path"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)  # private, as the cold start's
     sys.stdout.flush()
     sys.stderr.flush()
     os.dup2(fd, 1)
@@ -50,4 +50,6 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from conveyor.entrypoints.step_operator import exit_with
+
+    exit_with(main())

@@ -217,33 +217,44 @@ q = shlex.quote
 #: Sets $alive to 1 while process $pid runs (a zombie counts as ended: PID 1 may reap orphans late).
 ALIVE = ('alive=0; if [ -n "$pid" ] && [ -r /proc/$pid/stat ]; then '
          'st=$(sed "s/.*) //" /proc/$pid/stat 2>/dev/null | cut -c1); [ -n "$st" ] && [ "$st" != Z ] && alive=1; fi')
+#: Clears $alive when process $pid is not the one the job dir's `start`/`boot` recorded (a pid reused since).
+SAME = ('if [ $alive = 1 ] && [ -s start ]; then now=$(sed "s/.*) //" /proc/$pid/stat 2>/dev/null | cut -d" " -f20); '
+        '{ [ "$now" = "$(cat start)" ] && [ "$(cat boot 2>/dev/null)" = "$(cat /proc/sys/kernel/random/boot_id)" ]; } '
+        '|| alive=0; fi')
 #: Succeeds while a non-zombie process of group $pg is left.
 GROUP_ALIVE = ("group_alive() { ps -eo pgid=,stat= | awk -v g=\"$pg\" '$1==g && $2 !~ /^Z/ {f=1} END {exit !f}'; }")
 
 
 def _status_script(job_dir: str) -> str:
-    return (f"cd {q(job_dir)} 2>/dev/null || {{ echo nojob=1; exit 0; }}; pid=$(cat pid 2>/dev/null); {ALIVE}; "
+    return (f"cd {q(job_dir)} 2>/dev/null || {{ echo nojob=1; exit 0; }}; pid=$(cat pid 2>/dev/null); {ALIVE}; {SAME}; "
             'echo "alive=$alive"; echo "state=$(cat state 2>/dev/null)"; '
             '[ -f exitcode ] && echo "exit=$(cat exitcode)"; [ -f cancelled ] && echo cancelled=1; true')
 
 
 def _launch_script(job_dir: str, python: str) -> str:
     inner = f"set -a; . ./env.sh; set +a; exec \"$0\" -m {LAUNCH_MODULE} \"$PWD\""
-    # Idempotent: a retry after a dropped connection re-reads the pid instead of starting a second copy.
+    # Idempotent: a retry after a dropped connection re-reads the pid instead of starting a second copy. The
+    # launcher's start time and the boot id are kept beside its pid: a pid reused later is never taken for it.
+    record = ('sed "s/.*) //" /proc/$pid/stat 2>/dev/null | cut -d" " -f20 > start; '
+              'cat /proc/sys/kernel/random/boot_id > boot')
     return (f"cd {q(job_dir)} && if [ ! -s pid ]; then "
-            f"setsid nohup sh -c {q(inner)} {q(python)} </dev/null >>output.log 2>&1 & echo $! > pid; fi; cat pid")
+            f"setsid nohup sh -c {q(inner)} {q(python)} </dev/null >>output.log 2>&1 & pid=$!; echo $pid > pid; "
+            f"{record}; fi; echo \"$(cat pid) $(cat start 2>/dev/null)\"")
 
 
 def _cancel_script(job_dir: str, pgid: int | None) -> str:
     wait = 'i=0; while [ $i -lt {n} ] && group_alive; do sleep 0.05; i=$((i+1)); done'.format(n=int(CANCEL_GRACE_S / 0.05))
     pg = str(int(pgid)) if pgid else "$(cat pid 2>/dev/null)"
-    return (f"cd {q(job_dir)} 2>/dev/null && touch cancelled; pg={pg}; [ -z \"$pg\" ] && exit 0; {GROUP_ALIVE}; "
+    # the group's leader alive but another process than the one recorded: the pid was reused, our group is gone
+    # (a live group keeps its number from being reused), and nothing is signalled
+    reused = f'pid=$pg; {ALIVE}; {SAME.replace("|| alive=0", "|| exit 0")}'
+    return (f"cd {q(job_dir)} 2>/dev/null && touch cancelled; pg={pg}; [ -z \"$pg\" ] && exit 0; {reused}; {GROUP_ALIVE}; "
             f"if group_alive; then kill -TERM -- -$pg 2>/dev/null; {wait}; "
             f"if group_alive; then kill -KILL -- -$pg 2>/dev/null; {wait}; fi; fi; true")
 
 
 def _logs_script(job_dir: str, offset: int) -> str:
-    return (f"cd {q(job_dir)} 2>/dev/null || {{ echo 0 1; exit 0; }}; pid=$(cat pid 2>/dev/null); {ALIVE}; "
+    return (f"cd {q(job_dir)} 2>/dev/null || {{ echo 0 1; exit 0; }}; pid=$(cat pid 2>/dev/null); {ALIVE}; {SAME}; "
             f"done=0; {{ [ -f exitcode ] || [ $alive = 0 ]; }} && done=1; echo \"$alive $done\"; "
             f"tail -c +{offset + 1} output.log 2>/dev/null | head -c {LOG_CHUNK}; true")
 
@@ -423,11 +434,12 @@ class SSHStepOperator(BaseStepOperator):
         self.client.write(posixpath.join(job_dir, "env.sh"), env_file_text(env).encode(), 0o600)
         self.client.write(posixpath.join(job_dir, "launch.json"), json.dumps(launch).encode(), 0o644)
         out = self._check(_launch_script(job_dir, self.config.python), "starting the step")
-        pid = int(out.split()[-1])
+        pid, *start = out.strip().splitlines()[-1].split()
         self._last_contact[info.job_name] = time.monotonic()
-        return Submission(flavor=self.flavor, job_name=info.job_name, backend_id=str(pid), data={
+        return Submission(flavor=self.flavor, job_name=info.job_name, backend_id=pid, data={
             "host": self.config.hostname, "port": self.config.port, "username": self.config.username,
-            "job_dir": job_dir, "pid": pid, "pgid": pid, "remote_job": plan["job_uri"],
+            "job_dir": job_dir, "pid": int(pid), "pgid": int(pid), "process_start": start[0] if start else None,
+            "remote_job": plan["job_uri"],
             "back": plan["back"], "result": plan["result"], "memory": info.config.resource_settings.memory_bytes})
 
     def _ship(self, job_dir: str, plan: dict[str, Any]) -> None:
