@@ -285,7 +285,7 @@ def test_run_list_describe_logs(conveyor_cli, project: Path) -> None:
     assert "already completed" in conveyor_cli("run", "stop", good_run).stdout
 
 
-def _wait_for_running_step(project: Path, pipeline: str, step: str, timeout: float = 20) -> tuple[str, dict]:
+def _wait_for_running_step(project: Path, pipeline: str, step: str, timeout: float = 120) -> tuple[str, dict]:
     """(run name, step run row) once the step's backend job has started."""
     from conveyor.context import get_context
 

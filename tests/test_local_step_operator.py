@@ -149,3 +149,41 @@ def test_memory_limit_through_rlimit_when_no_cgroup_is_used(step_operator) -> No
     step_run = info.value.run.steps["hog_memory"]
     assert step_run.failure_kind == "memory"
     assert "killed for memory" in step_run.error
+
+
+def test_a_steps_memory_cgroup_ends_what_left_its_process_tree() -> None:
+    """A daemon started with setsid whose parent is gone is out of the step's group and tree, but still in the
+    step's memory cgroup: killing the cgroup's members ends it (`cgroup.kill`, or each of `cgroup.procs`)."""
+    import time
+
+    from fixtures.engines import require_or_skip
+
+    from conveyor.step_operators.local.limits import make_preexec, memory_limit
+    from conveyor.utils.procs import alive, pids_with_marker
+
+    try:
+        memory = memory_limit(512 * 1024 * 1024, "cgroup")
+    except OSError as err:
+        require_or_skip(f"no writable memory cgroup here: {err}")
+    marker = f"sleep 98{os.getpid() % 10}.{os.getpid()}"
+    proc = subprocess.Popen(["sh", "-c", f"setsid sh -c '{marker}' </dev/null >/dev/null 2>&1 & exec sleep 300"],
+                            preexec_fn=make_preexec([], memory), start_new_session=True)
+    try:
+        deadline = time.monotonic() + 30
+        while not pids_with_marker(marker):
+            assert time.monotonic() < deadline, "the daemon never started"
+            time.sleep(0.02)
+        daemon = pids_with_marker(marker)[0]
+        proc.kill()
+        proc.wait()
+        assert alive(daemon), "the daemon outlives its step's process: what this test is about"
+        memory.kill_all()
+        deadline = time.monotonic() + 30
+        while alive(daemon):
+            assert time.monotonic() < deadline, "the daemon survived the cgroup kill"
+            time.sleep(0.02)
+    finally:
+        for pid in pids_with_marker(marker):
+            os.kill(pid, 9)
+        proc.kill()
+        memory.remove()

@@ -58,6 +58,8 @@ def _steps() -> SimpleNamespace:
         import subprocess
 
         subprocess.Popen(["sleep", "987"])  # a child in the step's process group, not waited for
+        # and a daemon: its own session (out of the group), its parent gone at once (out of the step's tree)
+        subprocess.run(["setsid", "sh", "-c", "sleep 988 </dev/null >/dev/null 2>&1 &"], check=True)
         print("started", flush=True)
         time.sleep(300)
         return 0
@@ -176,7 +178,7 @@ def test_more_gpus_than_gpu_indices_is_refused_before_anything_runs(ssh_op) -> N
     assert Client().list_pipeline_runs() == []
 
 
-def test_cancel_from_the_receipt_kills_the_remote_process_group(ssh_op, sshd_server) -> None:
+def test_cancel_from_the_receipt_kills_the_remote_process_group_and_what_left_it(ssh_op, sshd_server) -> None:
     name = ssh_op()
 
     @pipeline(enable_cache=False)
@@ -186,7 +188,7 @@ def test_cancel_from_the_receipt_kills_the_remote_process_group(ssh_op, sshd_ser
     runner, result = _start(p)
     running = _wait_for_log("with_grandchild", "started")
     deadline = time.monotonic() + 10
-    while not _remote_lines(sshd_server, "sleep 987"):
+    while not (_remote_lines(sshd_server, "sleep 987") and _remote_lines(sshd_server, "sleep 988")):
         assert time.monotonic() < deadline, sshd_server.processes()
         time.sleep(0.05)
     pgid = running.submission["data"]["pgid"]
@@ -195,6 +197,7 @@ def test_cancel_from_the_receipt_kills_the_remote_process_group(ssh_op, sshd_ser
     receipt = Submission.from_json(running.submission)
     fresh.cancel(receipt)
     assert _remote_lines(sshd_server, "sleep 987") == []
+    assert _remote_lines(sshd_server, "sleep 988") == [], "a daemon the step started with setsid survived the cancel"
     assert _remote_lines(sshd_server, running.id) == []
     out = sshd_server.run(f"ps -eo pgid=,stat= | awk '$1=={pgid} && $2 !~ /^Z/'", check=True)
     assert out.stdout.strip() == "", out.stdout

@@ -94,7 +94,10 @@ def test_each_engine_starts_on_one_worker_while_other_tests_spread(tmp_path: Pat
                                                        starts=str(starts)))
     (suite / "test_engines.py").write_text(TESTS.format(starts=str(starts)))
     done = subprocess.run([sys.executable, "-m", "pytest", "-n", "3", "--dist", "loadgroup", "-p", "no:cacheprovider", "-p", "no:kmock",
-                           "-q", "--strict-markers", str(suite)], cwd=suite, capture_output=True, text=True, timeout=300)
+                           "-q", "--strict-markers",
+                           # its own basetemp: a pytest choosing one under /tmp/pytest-of-USER makes that folder 0700,
+                           # which locked the ssh tests' unprivileged user out of their tmp_path mid-run
+                           "--basetemp", str(tmp_path / "inner-tmp"), str(suite)], cwd=suite, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "26 passed" in done.stdout, done.stdout
     started = {p.name: p.read_text().split() for p in starts.iterdir() if p.name != "free"}

@@ -47,6 +47,34 @@ class MemoryLimit:
             return False
         return False
 
+    def kill_all(self, deadline_s: float = 5.0) -> None:
+        """SIGKILL every process in the step's cgroup. Membership survives `setsid` and re-parenting, so this
+        reaches what left the step's process group and tree: `cgroup.kill` on cgroup v2 where the kernel has it,
+        else each pid `cgroup.procs` lists, until it lists none (a pid listed there is a member, never a reused one)."""
+        if self.cgroup is None:
+            return
+        import signal
+        import time
+
+        try:
+            (self.cgroup / "cgroup.kill").write_text("1")
+        except OSError:
+            pass  # cgroup v1, or a kernel before 5.14: one by one
+        deadline = time.monotonic() + deadline_s
+        while time.monotonic() < deadline:
+            try:
+                pids = [int(p) for p in (self.cgroup / "cgroup.procs").read_text().split()]
+            except (OSError, ValueError):
+                return
+            if not pids:
+                return
+            for pid in pids:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
+            time.sleep(0.02)
+
     def remove(self) -> None:
         if self.cgroup is not None:
             try:

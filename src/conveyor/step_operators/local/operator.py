@@ -213,6 +213,8 @@ class LocalStepOperator(BaseStepOperator):
             if job.process is not None:
                 kill_tree(job.process.pid, job.start)
                 job.process.wait()
+            if job.memory is not None:  # what escaped the tree is still in the step's cgroup
+                job.memory.kill_all()
             self._release(job)
             return
         pgid = submission.data.get("pgid")
@@ -233,6 +235,7 @@ class LocalStepOperator(BaseStepOperator):
         if job is not None:
             self._release(job)
             if job.memory is not None:
+                job.memory.kill_all()  # the step has ended: nothing of it may outlive it (a daemon it started)
                 job.memory.remove()
 
     def logs(self, submission: Submission, follow: bool = False) -> Iterator[str]:

@@ -18,6 +18,11 @@ and then, in `JOB_DIR`:
    `OMP_NUM_THREADS` & co., `CUDA_VISIBLE_DEVICES`;
 3. writes `exitcode` (JSON: code, whether the memory limit killed it) atomically when the child ends, and frees
    its allocation.
+
+The launcher is its descendants' subreaper (`conveyor.utils.reaper`): a process the step daemonizes (`setsid`,
+double fork) is re-parented to it instead of init, so it stays in reach. The operator's cancel sends SIGTERM to the
+launcher's process group; the launcher then ends every descendant it has, also those that left the group, before
+it exits; and when the step ends on its own, what it left running ends with it.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import fcntl
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -108,9 +114,20 @@ def environment(base: dict[str, str], cpus: int | None, gpu_count: int, gpus: li
     return env
 
 
+class _Terminated(BaseException):
+    """SIGTERM (the operator's cancel): unwinds the wait so the step's whole tree is ended on the way out."""
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    raise _Terminated()
+
+
 def run(job_dir: str) -> int:
     from conveyor.step_operators.local.limits import make_preexec, memory_limit
+    from conveyor.utils.reaper import become_subreaper, end_descendants
 
+    become_subreaper()
+    signal.signal(signal.SIGTERM, _on_sigterm)
     os.chdir(job_dir)
     with open("launch.json") as fh:
         spec = json.load(fh)
@@ -135,11 +152,15 @@ def run(job_dir: str) -> int:
         _write_atomic("exitcode", json.dumps({"code": code, "memory": killed,
                                               "mechanism": memory.mechanism if memory else None,
                                               "cpus": cpu_list, "gpus": gpu_list}))
+    except _Terminated:
+        code = 128 + signal.SIGTERM
     except Exception as err:  # noqa: BLE001 - recorded so the operator can report it
         print(f"conveyor ssh launcher: {type(err).__name__}: {err}", file=sys.stderr, flush=True)
         _write_atomic("exitcode", json.dumps({"code": 125, "memory": False, "error": f"{type(err).__name__}: {err}"}))
         code = 125
     finally:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut the clean-up short
+        end_descendants()  # cancelled, or the step ended leaving processes behind (daemons included)
         release(alloc_dir)
         if memory is not None:
             memory.remove()
