@@ -86,7 +86,7 @@ TESTS = textwrap.dedent('''
 
 @pytest.mark.slow
 def test_each_engine_starts_on_one_worker_while_other_tests_spread(tmp_path: Path) -> None:
-    pytest.importorskip("xdist")
+    import xdist  # noqa: F401 - a dev dependency: missing, this fails loudly (never skips in CI)
     suite, starts = tmp_path / "suite", tmp_path / "starts"
     suite.mkdir()
     starts.mkdir()
