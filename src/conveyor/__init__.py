@@ -11,10 +11,15 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Client",
+    "ExecutionStatus",
     "ResourceSettings",
     "StepRetryConfig",
     "__version__",
+    "get_step_context",
+    "load_artifact",
+    "log_metadata",
     "pipeline",
+    "save_artifact",
     "step",
 ]
 
@@ -22,14 +27,23 @@ _LAZY = {
     "step": "conveyor.steps.step",
     "pipeline": "conveyor.pipelines.pipeline",
     "Client": "conveyor.client",
+    "ExecutionStatus": "conveyor.enums",
     "ResourceSettings": "conveyor.config.resources",
     "StepRetryConfig": "conveyor.config.resources",
+    "get_step_context": "conveyor.steps.context",
+    "log_metadata": "conveyor.metadata",
+    "save_artifact": "conveyor.artifacts.registry",
+    "load_artifact": "conveyor.artifacts.registry",
 }
 
 if TYPE_CHECKING:
     from conveyor.client import Client
     from conveyor.config.resources import ResourceSettings, StepRetryConfig
+    from conveyor.enums import ExecutionStatus
+    from conveyor.artifacts.registry import load_artifact, save_artifact
+    from conveyor.metadata import log_metadata
     from conveyor.pipelines.pipeline import pipeline
+    from conveyor.steps.context import get_step_context
     from conveyor.steps.step import step
 
 

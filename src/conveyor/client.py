@@ -8,12 +8,14 @@ from datetime import datetime, timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
+from conveyor.enums import ExecutionStatus
 from conveyor.exceptions import ConveyorError
 
 if TYPE_CHECKING:
     from conveyor.artifacts.store import ArtifactStore
     from conveyor.config.resources import ResourceSettings
     from conveyor.context import Context
+    from conveyor.execution.run_deletion import RunDeletion
     from conveyor.stack.stack import Stack
 
 
@@ -31,12 +33,25 @@ class ArtifactView:
     checksum: str | None
     size: int | None
     _store: "ArtifactStore" = field(repr=False, compare=False)
+    #: the artifact's version ("1", "2", ...; None for an artifact recorded before versions existed); `name` is the
+    #: artifact's name (ZenML's), `output_name` the step output it came from (conveyor.artifacts.registry)
+    version: str | None = None
+    output_name: str | None = None
+    run_metadata: dict[str, Any] = field(default_factory=dict, compare=False)
+    producer_step_run_id: str | None = None
+    producer_step_name: str | None = None
+    producer_run_id: str | None = None
+    producer_run_name: str | None = None
+    created: datetime | None = None
 
     def load(self) -> Any:
         from conveyor.artifacts.materializers import load_artifact
 
+        # a step's output is named as the step names it; an artifact version by its name and version
+        label = (f"artifact {self.output_name!r}" if self.output_name
+                 else f"artifact {self.name!r}" + (f" version {self.version}" if self.version else "")) + f" (id {self.id})"
         return load_artifact(self.uri, self._store, self.materializer, self.data_type, checksum=self.checksum,
-                             label=f"artifact {self.name!r} (id {self.id})")
+                             label=label)
 
 
 @dataclass(frozen=True)
@@ -56,7 +71,7 @@ class StepConfigView:
 class StepRunView:
     id: str
     name: str
-    status: str
+    status: ExecutionStatus | str
     start_time: datetime | None
     end_time: datetime | None
     attempt: int
@@ -71,6 +86,7 @@ class StepRunView:
     inputs: dict[str, ArtifactView]
     outputs: dict[str, ArtifactView]
     _store: "ArtifactStore" = field(repr=False, compare=False)
+    run_metadata: dict[str, Any] = field(default_factory=dict, compare=False)  # what `log_metadata` attached
 
     @property
     def duration(self) -> timedelta | None:
@@ -92,7 +108,7 @@ class PipelineRun:
     id: str
     name: str
     pipeline_name: str
-    status: str
+    status: ExecutionStatus | str
     stack_name: str
     start_time: datetime | None
     end_time: datetime | None
@@ -102,10 +118,38 @@ class PipelineRun:
     error: str | None
     steps: "OrderedDict[str, StepRunView]"
     pid_start: str | None = None  # start time of `pid` (utils.procs.process_start): a reused pid is not the owner
+    #: what `log_metadata(..., run_id_name_or_prefix=...)` attached to the run itself (read with its steps)
+    run_metadata: dict[str, Any] = field(default_factory=dict, compare=False)
 
     @property
     def duration(self) -> timedelta | None:
         return _duration(self.start_time, self.end_time)
+
+
+@dataclass(frozen=True)
+class PipelineView:
+    """A pipeline and its runs (ZenML's `PipelineResponse`): `.runs` newest first, `.last_run`,
+    `.last_successful_run`; the runs are read when asked for."""
+
+    id: str
+    name: str
+    created: datetime | None
+    run_count: int
+    last_run_id: str | None
+    _client: "Client" = field(repr=False, compare=False)
+
+    @property
+    def runs(self) -> list[PipelineRun]:
+        return self._client.list_pipeline_runs(self.name, size=None)
+
+    @property
+    def last_run(self) -> PipelineRun | None:
+        return self._client.get_pipeline_run(self.last_run_id) if self.last_run_id else None
+
+    @property
+    def last_successful_run(self) -> PipelineRun | None:
+        done = self._client.list_pipeline_runs(self.name, "completed", size=1)
+        return self._client.get_pipeline_run(done[0].id) if done else None
 
 
 class Client:
@@ -130,15 +174,43 @@ class Client:
         except ConveyorError:
             return self.active_stack.artifact_store.artifact_store()
 
-    def get_pipeline_run(self, name_or_id: str) -> PipelineRun:
-        row = self.store.find_run(name_or_id)
-        if row is None:
-            raise ConveyorError(f"no pipeline run named or with id {name_or_id!r}: see `conveyor run list`")
-        return self._run_view(row)
+    def get_pipeline_run(self, name_id_or_prefix: str, run_name: str | bool | None = None, *,
+                         allow_name_prefix_match: bool = True, hydrate: bool = True) -> PipelineRun:
+        """A run by name, id or unique prefix of either; or, as in ZenML's docs, by pipeline name and run name:
+        `get_pipeline_run("training_pipeline", "run_name")`. A bool second argument is ZenML's
+        `allow_name_prefix_match`. An ambiguous prefix is an error that lists the candidates."""
+        from conveyor.store.run_lookup import find_pipeline_run
+
+        if isinstance(run_name, bool):
+            allow_name_prefix_match, run_name = run_name, None
+        row = find_pipeline_run(self.store, name_id_or_prefix, run_name, allow_name_prefix_match)
+        return self._run_view(row)  # `hydrate` is accepted for ZenML's signature: a run always has its steps
 
     def list_pipeline_runs(self, pipeline_name: str | None = None, status: str | None = None,
                            size: int | None = 50) -> list[PipelineRun]:
         return [self._run_view(r, with_steps=False) for r in self.store.list_runs(pipeline_name, status, size)]
+
+    def list_pipelines(self) -> list[PipelineView]:
+        """Every pipeline that has been run, by name."""
+        return [self._pipeline_view(p) for p in self.store.pipeline_summaries()]
+
+    def get_pipeline(self, name: str) -> PipelineView:
+        rows = self.store.pipeline_summaries(name)
+        if not rows:
+            known = ", ".join(p["name"] for p in self.store.pipeline_summaries()) or "(none yet)"
+            raise ConveyorError(f"no pipeline named {name!r}; pipelines: {known} (see `conveyor pipeline list`)")
+        return self._pipeline_view(rows[0])
+
+    def delete_pipeline_run(self, name_or_id: str, *, delete_artifacts: bool = False) -> "RunDeletion":
+        """Delete a finished run's records (and with `delete_artifacts` the artifacts only it uses)."""
+        from conveyor.execution.run_deletion import delete_pipeline_run
+
+        return delete_pipeline_run(self.context, name_or_id, delete_artifacts=delete_artifacts)
+
+    def _pipeline_view(self, row: dict[str, Any]) -> PipelineView:
+        last = row.get("last_run")
+        return PipelineView(id=row["id"], name=row["name"], created=row.get("created"), run_count=row["run_count"],
+                            last_run_id=last["id"] if last else None, _client=self)
 
     def _run_view(self, row: dict[str, Any], with_steps: bool = True) -> PipelineRun:
         from conveyor.config.resources import ResourceSettings
@@ -148,9 +220,14 @@ class Client:
             store = self._artifact_store(row["stack_name"])
             step_rows = self.store.step_runs(row["id"])
             links: dict[tuple[str, str], dict[str, ArtifactView]] = {}
-            for a in self.store.step_run_artifacts([s["id"] for s in step_rows]):
-                view = ArtifactView(a["id"], a["name"], a["uri"], a["materializer"], a["data_type"], a["checksum"],
-                                    a["size"], store)
+            artifact_rows = self.store.step_run_artifacts([s["id"] for s in step_rows])
+            artifact_metadata = self.store.metadata_of("artifact_id", sorted({a["id"] for a in artifact_rows}))
+            step_metadata = self.store.metadata_of("step_run_id", [s["id"] for s in step_rows])
+            for a in artifact_rows:
+                view = ArtifactView(a["id"], a.get("artifact_name") or a["name"], a["uri"], a["materializer"],
+                                    a["data_type"], a["checksum"], a["size"], store, version=a.get("version"),
+                                    output_name=a["name"], run_metadata=artifact_metadata.get(a["id"], {}),
+                                    producer_step_run_id=a.get("producer_step_run_id"), created=a.get("created"))
                 links.setdefault((a["step_run_id"], a["direction"]), {})[a["name"]] = view
             for s in step_rows:
                 c = s["config"] or {}
@@ -161,12 +238,43 @@ class Client:
                     parameters=c.get("parameters") or {}, retry=c.get("retry"), timeout=c.get("timeout"),
                     enable_cache=c.get("enable_cache", True))
                 steps[s["name"]] = StepRunView(
-                    id=s["id"], name=s["name"], status=s["status"], start_time=s["start_time"], end_time=s["end_time"],
+                    id=s["id"], name=s["name"], status=ExecutionStatus.of(s["status"]), start_time=s["start_time"],
+                    end_time=s["end_time"],
                     attempt=s["attempt"], config=config, error=s["error"], failure_kind=s["failure_kind"],
                     traceback=s["traceback"], cache_key=s["cache_key"], cached_from=s["cached_from"],
                     submission=s["submission"], logs_uri=s["logs_uri"],
-                    inputs=links.get((s["id"], "input"), {}), outputs=links.get((s["id"], "output"), {}), _store=store)
-        return PipelineRun(id=row["id"], name=row["name"], pipeline_name=row["pipeline_name"], status=row["status"],
+                    inputs=links.get((s["id"], "input"), {}), outputs=links.get((s["id"], "output"), {}), _store=store,
+                    run_metadata=step_metadata.get(s["id"], {}))
+        return PipelineRun(id=row["id"], name=row["name"], pipeline_name=row["pipeline_name"],
+                           status=ExecutionStatus.of(row["status"]),
                            stack_name=row["stack_name"], start_time=row["start_time"], end_time=row["end_time"],
                            heartbeat=row["heartbeat"], host=row["host"], pid=row["pid"], error=row["error"], steps=steps,
-                           pid_start=row.get("pid_start"))
+                           pid_start=row.get("pid_start"),
+                           run_metadata=self.store.metadata_of("run_id", [row["id"]]).get(row["id"], {}) if with_steps else {})
+
+    # -- artifacts by name and version (conveyor.artifacts.registry) ---------------------------------------------
+    def get_artifact_version(self, name_id_or_prefix: str, version: str | int | None = None) -> ArtifactView:
+        """An artifact version by name and version, by name alone (the newest), or by id (ZenML's signature)."""
+        row = self.store.find_artifact_version(name_id_or_prefix, version)
+        if row is None:
+            which = (f"version {version} of artifact {name_id_or_prefix!r}" if version is not None
+                     else f"artifact named or with id {name_id_or_prefix!r}")
+            raise ConveyorError(f"no {which}: see `conveyor artifact list`")
+        return self._artifact_version_view(row)
+
+    def list_artifact_versions(self, name: str | None = None) -> list[ArtifactView]:
+        """The versions of artifact `name`, oldest first (every named artifact's when None)."""
+        rows = self.store.list_artifact_versions(name)
+        metadata = self.store.metadata_of("artifact_id", [r["id"] for r in rows])
+        return [self._artifact_version_view(r, metadata.get(r["id"], {})) for r in rows]
+
+    def _artifact_version_view(self, row: dict[str, Any], metadata: dict[str, Any] | None = None) -> ArtifactView:
+        store = (self._artifact_store(row["stack_name"]) if row.get("stack_name")
+                 else self.active_stack.artifact_store.artifact_store())
+        if metadata is None:
+            metadata = self.store.metadata_of("artifact_id", [row["id"]]).get(row["id"], {})
+        return ArtifactView(row["id"], row["name"] or row["id"], row["uri"], row["materializer"], row["data_type"],
+                            row["checksum"], row["size"], store, version=row["version"], run_metadata=metadata,
+                            producer_step_run_id=row["producer_step_run_id"],
+                            producer_step_name=row.get("producer_step_name"), producer_run_id=row.get("producer_run_id"),
+                            producer_run_name=row.get("producer_run_name"), created=row["created"])

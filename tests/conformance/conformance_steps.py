@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 from typing import Annotated
 
-from conveyor import step
+from conveyor import get_step_context, step
 
 
 class RemoteFailure(RuntimeError):
@@ -20,9 +20,14 @@ def numbers(n: int = 4) -> list[int]:
 
 
 @step
-def total(values: list[int]) -> tuple[Annotated[int, "sum"], Annotated[int, "pid"], Annotated[str, "host_env"]]:
+def total(values: list[int]) -> tuple[Annotated[int, "sum"], Annotated[int, "pid"], Annotated[str, "host_env"],
+                                      Annotated[dict, "context"]]:
     print(f"adding {len(values)} values", flush=True)
-    return sum(values), os.getpid(), os.environ.get("CONVEYOR_STEP_NAME", "")
+    c = get_step_context()  # what the step knows of itself, on every flavor
+    seen = {"pipeline": c.pipeline.name, "run_name": c.pipeline_run.name, "run_id": c.pipeline_run.id,
+            "step_name": c.step_name, "step_run_name": c.step_run.name, "step_run_id": c.step_run.id,
+            "attempt": c.attempt, "sum_uri": c.get_output_artifact_uri("sum"), "outputs": sorted(c.output_artifact_uris)}
+    return sum(values), os.getpid(), os.environ.get("CONVEYOR_STEP_NAME", ""), seen
 
 
 @step

@@ -40,6 +40,10 @@ def test_a_step_runs_remotely_and_returns_outputs(backend: Backend) -> None:
     assert step_run.outputs["sum"].load() == 10
     assert step_run.outputs["pid"].load() != os.getpid()
     assert step_run.outputs["host_env"].load() == "total"
+    assert step_run.outputs["context"].load() == {
+        "pipeline": "p", "run_name": run.name, "run_id": run.id, "step_name": "total", "step_run_name": "total",
+        "step_run_id": step_run.id, "attempt": 1, "sum_uri": step_run.outputs["sum"].uri,
+        "outputs": ["context", "host_env", "pid", "sum"]}
     assert step_run.config.step_operator == backend.operator
     assert step_run.config.step_operator_flavor == backend.flavor
     assert step_run.submission["flavor"] == backend.flavor

@@ -10,7 +10,7 @@ import os
 import sys
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING, Any, NoReturn, Sequence
+from typing import TYPE_CHECKING, Any, Callable, NoReturn, Sequence, TypeVar
 
 import click
 
@@ -97,6 +97,73 @@ def table(*columns: str, title: str | None = None) -> Any:
 
 def show(renderable: Any) -> None:
     console().print(renderable)
+
+
+# -- --output table|json ---------------------------------------------------------------------------------
+OUTPUT_FORMATS = ("table", "json")
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def output_option(func: F) -> F:
+    """`--output table|json` on a list or describe command (long form only: `-o` names the orchestrator in
+    `stack register`); the command takes it as its `output` parameter."""
+    return click.option("--output", "output", type=click.Choice(OUTPUT_FORMATS, case_sensitive=False),
+                        default="table", show_default=True,
+                        help="table for people; json for scripts: standard output then holds only the JSON.")(func)
+
+
+def emit(data: Any, render_table: Callable[[], None], output: str | None = None) -> None:
+    """Print `data` as JSON when the command was given `--output json`, else call `render_table`.
+
+    The JSON has the keys the data gives it in a fixed order, ISO 8601 UTC times and no rich markup; whatever
+    else a command says goes to standard error."""
+    if output is None:
+        current = click.get_current_context(silent=True)
+        output = str((current.params if current else {}).get("output") or "table")
+    if output.lower() != "json":
+        render_table()
+        return
+    sys.stdout.write(json.dumps(to_jsonable(data), indent=2, ensure_ascii=False) + "\n")
+    sys.stdout.flush()
+
+
+def to_jsonable(value: Any) -> Any:
+    """Dataclasses, enums, times and paths as plain JSON values (times as ISO 8601 in UTC)."""
+    import dataclasses
+    from enum import Enum
+    from pathlib import PurePath
+
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, datetime):
+        return iso_time(value)
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    if isinstance(value, Enum):
+        return to_jsonable(value.value)
+    if isinstance(value, PurePath):
+        return str(value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: to_jsonable(getattr(value, f.name)) for f in dataclasses.fields(value) if f.repr}
+    if isinstance(value, dict):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        items = [to_jsonable(v) for v in value]
+        return sorted(items, key=str) if isinstance(value, (set, frozenset)) else items
+    from pydantic_core import to_jsonable_python
+
+    try:
+        return to_jsonable_python(value)
+    except Exception:  # noqa: BLE001 - anything else is shown as text rather than failing the command
+        return str(value)
+
+
+def iso_time(ts: datetime | None) -> str | None:
+    """A store timestamp (naive UTC) as ISO 8601 with its UTC offset, for JSON."""
+    if ts is None:
+        return None
+    aware = ts.replace(tzinfo=timezone.utc) if ts.tzinfo is None else ts.astimezone(timezone.utc)
+    return aware.isoformat()
 
 
 # -- project ---------------------------------------------------------------------------------------------
@@ -214,13 +281,17 @@ def config_to_store(model: Any, raw: dict[str, Any]) -> dict[str, Any]:
     return dumped
 
 
+#: what a secret config value shows as, in tables and in JSON alike
+SECRET_MASK = "********"
+
+
 def config_for_display(config_class: Any, stored: dict[str, Any]) -> list[tuple[str, str, bool]]:
     """(field, value, is_default) for every field; secrets masked."""
     out = []
     secret_types = _secret_fields(config_class)
     for name, field in config_class.model_fields.items():
         if name in stored:
-            value = "********" if name in secret_types else _short(stored[name])
+            value = SECRET_MASK if name in secret_types else _short(stored[name])
             out.append((name, value, False))
         else:
             default = field.get_default(call_default_factory=True) if not field.is_required() else "(required)"
@@ -241,16 +312,23 @@ def config_summary(ctx: "Context", kind: Kind, record: dict[str, Any]) -> str:
     return ", ".join(f"{k}={v}" for k, v, is_default in rows if not is_default) or "(defaults)"
 
 
-def _secret_fields(config_class: Any) -> set[str]:
-    from pydantic import SecretBytes, SecretStr
+def config_values(ctx: "Context", kind: Kind, record: dict[str, Any]) -> dict[str, Any]:
+    """The fields set on a component (defaults left out) as values, for `--output json`; secrets masked as in
+    the tables."""
+    from conveyor.exceptions import ConveyorError
 
-    names = set()
-    for name, field in config_class.model_fields.items():
-        ann = field.annotation
-        args = getattr(ann, "__args__", ()) or ()
-        if ann in (SecretStr, SecretBytes) or any(a in (SecretStr, SecretBytes) for a in args):
-            names.add(name)
-    return names
+    config = dict(record["config"] or {})
+    try:
+        secret = _secret_fields(ctx.registry.get(kind.value, record["flavor"]).config_class)
+    except ConveyorError:
+        return config
+    return {k: SECRET_MASK if k in secret else v for k, v in config.items()}
+
+
+def _secret_fields(config_class: Any) -> set[str]:
+    from conveyor.stack.flavor_description import secret_field_names
+
+    return secret_field_names(config_class)
 
 
 def _short(value: Any) -> str:

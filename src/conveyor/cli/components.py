@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from conveyor.cli._common import (
     component_record,
     KINDS,
+    SECRET_MASK,
     STEP_OPERATOR,
     Kind,
     config_for_display,
     config_summary,
     config_to_store,
+    config_values,
+    emit,
     fail,
     get_ctx,
+    note,
+    output_option,
     parse_field_args,
     say,
     show,
@@ -25,11 +30,18 @@ from conveyor.cli._common import (
 )
 from conveyor.config.names import check_name
 
+if TYPE_CHECKING:
+    from conveyor.stack.flavor_description import FlavorDescription
+
 _EXAMPLES = {
     "step_operator": ("gpu", "local", "--pending_timeout=10m --memory_enforcement=rlimit", "--pending_timeout=1h"),
     "orchestrator": ("fast", "local", "--max_parallelism=4", "--max_parallelism=8"),
     "artifact_store": ("shared", "local", "--path=/mnt/shared/artifacts", "--path=/mnt/other"),
 }
+
+#: a component and a field with a default, for `remove-attribute --help`
+_RESET_EXAMPLES = {"step_operator": "gpu pending_timeout", "orchestrator": "fast max_parallelism",
+                   "artifact_store": "s3_store region"}
 
 _EXTRA_ARGS = {"ignore_unknown_options": True, "allow_extra_args": True}
 
@@ -84,6 +96,9 @@ def make_group(kind: Kind) -> click.Group:
             fail(f"a {kind.label} named {name!r} already exists: pick another name, or change it with "
                  f"`conveyor {kind.cli} update {name} --field=value`")
         flavor_obj = ctx.registry.get(kind.value, flavor)
+        from conveyor.integrations import require_flavor_integration
+
+        require_flavor_integration(kind.value, flavor)  # not installed: the exact pip command, before saving
         model = validate_config(flavor_obj.config_class, fields, f"{kind.label} {name!r} (flavor {flavor!r})")
         ctx.store.create_component(kind.value, name, flavor, config_to_store(model, fields))
         say(f"Registered {kind.label} {name!r} (flavor {flavor!r}).", style="green")
@@ -94,40 +109,64 @@ def make_group(kind: Kind) -> click.Group:
     @group.command("list", help=f"""List registered {kind.label}s, their flavor, configuration and stacks.
 
     \b
-    Example:
+    Examples:
       conveyor {kind.cli} list
+      conveyor {kind.cli} list --output json
     """)
-    def list_() -> None:
+    @output_option
+    def list_(output: str) -> None:
         ctx = get_ctx()
         records = ctx.store.list_components(kind.value)
-        if not records:
-            say(f"No {kind.label}s. Register one with `conveyor {kind.cli} register NAME --flavor=FLAVOR`.")
-            return
-        t = table("name", "flavor", "configuration", "stacks")
-        for r in records:
-            t.add_row(r["name"], r["flavor"], config_summary(ctx, kind, r), ", ".join(stacks_using(ctx, r["id"])) or "-")
-        show(t)
+        stacks = {r["id"]: stacks_using(ctx, r["id"]) for r in records}
+
+        def render() -> None:
+            if not records:
+                say(f"No {kind.label}s. Register one with `conveyor {kind.cli} register NAME --flavor=FLAVOR`.")
+                return
+            t = table("name", "flavor", "configuration", "stacks")
+            for r in records:
+                t.add_row(r["name"], r["flavor"], config_summary(ctx, kind, r), ", ".join(stacks[r["id"]]) or "-")
+            show(t)
+
+        emit([{"id": r["id"], "name": r["name"], "type": kind.value, "flavor": r["flavor"],
+               "configuration": config_values(ctx, kind, r), "stacks": stacks[r["id"]], "created": r["created"],
+               "updated": r["updated"]} for r in records], render)
 
     @group.command("describe", help=f"""Show {kind.label} NAME: flavor, every config field, and the stacks using it.
 
     \b
-    Example:
+    Examples:
       conveyor {kind.cli} describe {ex_name}
+      conveyor {kind.cli} describe {ex_name} --output json
     """)
     @click.argument("name")
-    def describe(name: str) -> None:
+    @output_option
+    def describe(name: str, output: str) -> None:
+        from conveyor.stack.flavor_description import describe_fields
+
         ctx = get_ctx()
         r = component_record(ctx, kind, name)
         flavor = ctx.registry.get(kind.value, r["flavor"])
         origin = ctx.registry.sources(_ctype(kind)).get(r["flavor"], ("", "?"))[1]
-        say(f"{kind.label.capitalize()} {name!r}", style="bold")
-        say(f"flavor: {r['flavor']} ({origin}){' - ' + flavor.description if flavor.description else ''}")
-        say(f"stacks: {', '.join(stacks_using(ctx, r['id'])) or '(none)'}")
-        t = table("field", "value", "", "description")
-        fields = flavor.config_class.model_fields
-        for field, value, is_default in config_for_display(flavor.config_class, r["config"] or {}):
-            t.add_row(field, value, "(default)" if is_default else "", fields[field].description or "")
-        show(t)
+        stacks = stacks_using(ctx, r["id"])
+        configuration = config_values(ctx, kind, r)
+
+        def render() -> None:
+            say(f"{kind.label.capitalize()} {name!r}", style="bold")
+            say(f"flavor: {r['flavor']} ({origin}){' - ' + flavor.description if flavor.description else ''}")
+            say(f"stacks: {', '.join(stacks) or '(none)'}")
+            t = table("field", "value", "", "description")
+            fields = flavor.config_class.model_fields
+            for field, value, is_default in config_for_display(flavor.config_class, r["config"] or {}):
+                t.add_row(field, value, "(default)" if is_default else "", fields[field].description or "")
+            show(t)
+
+        emit({"id": r["id"], "name": r["name"], "type": kind.value, "flavor": r["flavor"], "flavor_origin": origin,
+              "flavor_description": flavor.description, "stacks": stacks, "configuration": configuration,
+              "fields": [{"name": f.name, "type": f.type, "value": configuration.get(f.name, f.default),
+                          "is_default": f.name not in configuration, "required": f.required,
+                          "description": f.description} for f in describe_fields(flavor.config_class)],
+              "created": r["created"], "updated": r["updated"]}, render)
 
     @group.command("update", context_settings=_EXTRA_ARGS, help=f"""Change config fields of {kind.label} NAME.
 
@@ -147,6 +186,9 @@ def make_group(kind: Kind) -> click.Group:
         ctx = get_ctx()
         r = component_record(ctx, kind, name)
         flavor = ctx.registry.get(kind.value, r["flavor"])
+        from conveyor.integrations import require_flavor_integration
+
+        require_flavor_integration(kind.value, r["flavor"])
         merged = {**(r["config"] or {}), **fields}
         model = validate_config(flavor.config_class, merged, f"{kind.label} {name!r} (flavor {r['flavor']!r})")
         ctx.store.update_component(kind.value, name, config_to_store(model, merged))
@@ -171,6 +213,72 @@ def make_group(kind: Kind) -> click.Group:
         ctx.store.delete_component(kind.value, name)
         say(f"Deleted {kind.label} {name!r}.", style="green")
 
+    @group.command("rename", help=f"""Rename {kind.label} NAME to NEW_NAME.
+
+    It keeps its id, flavor and config, and the stacks that hold it keep it under the new name.
+
+    \b
+    Example:
+      conveyor {kind.cli} rename {ex_name} {ex_name}_old
+    """)
+    @click.argument("name")
+    @click.argument("new_name")
+    def rename(name: str, new_name: str) -> None:
+        from conveyor.stack.lifecycle import rename_component
+
+        check_name(kind.label, new_name)
+        ctx = get_ctx()
+        component_record(ctx, kind, name)
+        done = rename_component(ctx.store, kind.value, name, new_name)
+        kept = f"; stack(s) {', '.join(done.stacks)} keep it" if done.stacks else ""
+        say(f"Renamed {kind.label} {name!r} to {new_name!r}{kept}.", style="green")
+        if done.code_note:
+            note(f"Note: {done.code_note}.")
+
+    @group.command("copy", help=f"""Register TARGET, {_a(kind.label)} with the flavor and config of SOURCE.
+
+    The copy is a component of its own (a new id; changing one leaves the other alone) and is in no stack.
+
+    \b
+    Example:
+      conveyor {kind.cli} copy {ex_name} {ex_name}_2
+      conveyor {kind.cli} update {ex_name}_2 {ex_update}
+    """)
+    @click.argument("source")
+    @click.argument("target")
+    def copy(source: str, target: str) -> None:
+        from conveyor.stack.lifecycle import copy_component
+
+        check_name(kind.label, target)
+        ctx = get_ctx()
+        component_record(ctx, kind, source)
+        done = copy_component(ctx.store, kind.value, source, target)
+        say(f"Copied {kind.label} {source!r} to {target!r} (flavor {done.flavor!r}).", style="green")
+        if kind is STEP_OPERATOR:
+            say(f"Add it to a stack with `conveyor stack update {ctx.active_stack_name} -s {target}`.")
+
+    @group.command("remove-attribute", help=f"""Reset config fields ATTR of {kind.label} NAME to their defaults.
+
+    A field without a default cannot be reset (change it with `update`); the config that results is
+    validated before it is saved.
+
+    \b
+    Example:
+      conveyor {kind.cli} remove-attribute {_RESET_EXAMPLES[kind.value]}
+    """)
+    @click.argument("name")
+    @click.argument("attributes", nargs=-1, required=True, metavar="ATTR...")
+    def remove_attribute(name: str, attributes: tuple[str, ...]) -> None:
+        from conveyor.stack.lifecycle import remove_attributes
+
+        ctx = get_ctx()
+        component_record(ctx, kind, name)
+        done = remove_attributes(ctx.store, ctx.registry, kind.value, name, [a.removeprefix("--") for a in attributes])
+        if done.reset:
+            say(f"Reset {', '.join(done.reset)} of {kind.label} {name!r} to the default.", style="green")
+        if done.already_default:
+            say(f"{', '.join(done.already_default)} of {kind.label} {name!r} already at the default.")
+
     @group.group("flavor", help=f"""List and register {kind.label} flavors.
 
     \b
@@ -185,21 +293,50 @@ def make_group(kind: Kind) -> click.Group:
     (the `conveyor.flavors` entry points), and custom ones registered with `flavor register`.
 
     \b
-    Example:
+    Examples:
       conveyor {kind.cli} flavor list
+      conveyor {kind.cli} flavor list --output json
     """)
-    def flavor_list() -> None:
+    @output_option
+    def flavor_list(output: str) -> None:
         from conveyor.exceptions import ConveyorError
 
         ctx = get_ctx()
-        t = table("flavor", "origin", "description", "source")
+        rows = []
         for fname, (source, origin) in sorted(ctx.registry.sources(_ctype(kind)).items()):
             try:
-                description = ctx.registry.get(kind.value, fname).description
+                description, error = ctx.registry.get(kind.value, fname).description, None
             except ConveyorError as err:
-                description = f"(unavailable: {err})"
-            t.add_row(fname, origin, description, source)
-        show(t)
+                description, error = "", str(err)
+            rows.append({"name": fname, "type": kind.value, "origin": origin, "description": description,
+                         "source": source, "error": error})
+
+        def render() -> None:
+            t = table("flavor", "origin", "description", "source")
+            for row in rows:
+                description = f"(unavailable: {row['error']})" if row["error"] else row["description"]
+                t.add_row(row["name"], row["origin"], description, row["source"])
+            show(t)
+
+        emit(rows, render)
+
+    @flavor_group.command("describe", help=f"""Show what {kind.label} flavor FLAVOR accepts: every config field
+    with its type, default and description, the extra it needs and whether it is installed, and its per-step
+    settings if it has any.
+
+    \b
+    Examples:
+      conveyor {kind.cli} flavor describe {ex_flavor}
+      conveyor {kind.cli} flavor describe {ex_flavor} --output json
+    """)
+    @click.argument("flavor")
+    @output_option
+    def flavor_describe(flavor: str, output: str) -> None:
+        from conveyor.stack.flavor_description import describe_flavor
+
+        ctx = get_ctx()
+        info = describe_flavor(ctx.registry, kind.value, flavor)
+        emit(info, lambda: _render_flavor(kind, info))
 
     @flavor_group.command("register", help=f"""Register a custom {kind.label} flavor from SOURCE, a Flavor class
     given as `package.module.ClassName`, importable from the working directory or installed.
@@ -218,6 +355,44 @@ def make_group(kind: Kind) -> click.Group:
             f"(fields: {', '.join(flavor.config_class.model_fields) or 'none'}).")
 
     return group
+
+
+def _field_table(fields: Any) -> Any:
+    t = table("field", "type", "default", "description")
+    for f in fields:
+        default = "(required)" if f.required else _shown_default(f.default, f.secret)
+        t.add_row(f.name, f.type, default, f.description)
+    return t
+
+
+def _shown_default(value: Any, secret: bool) -> str:
+    import json
+
+    if secret and value is not None:
+        return SECRET_MASK
+    if value is None:
+        return "-"
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def _render_flavor(kind: Kind, info: "FlavorDescription") -> None:
+    say(f"{kind.label.capitalize()} flavor {info.name!r} ({info.origin})"
+        + (f" - {info.description}" if info.description else ""), style="bold")
+    say(f"source: {info.source}")
+    if info.integration is None:
+        say("integration: none needed (works with the base install)")
+    elif info.integration.installed:
+        say(f"integration: {info.integration.name} (extra {info.integration.extra!r}): installed")
+    else:
+        say(f"integration: {info.integration.name} (extra {info.integration.extra!r}): NOT installed; install it with "
+            f"`{info.integration.install_command}`")
+    say(f"\nConfig fields ({info.config_class}), set with "
+        f"`conveyor {kind.cli} register NAME --flavor={info.name} --FIELD=VALUE`:")
+    show(_field_table(info.fields))
+    if info.settings is not None:
+        say(f"\nSettings per step ({info.settings.import_path}), under the key {info.settings.key!r}: "
+            f"@step(settings={{{info.settings.key!r}: {info.settings.class_name}(...)}})")
+        show(_field_table(info.settings.fields))
 
 
 def _ctype(kind: Kind) -> Any:

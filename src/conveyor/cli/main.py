@@ -78,10 +78,13 @@ def cli() -> None:
 
 
 def _register() -> None:
+    from conveyor.cli.artifact import artifact
     from conveyor.cli.build import build
     from conveyor.cli.cache import cache
     from conveyor.cli.components import component_groups
     from conveyor.cli.init import init
+    from conveyor.cli.integration import integration
+    from conveyor.cli.pipeline import pipeline
     from conveyor.cli.run import run
     from conveyor.cli.secret import secret
     from conveyor.cli.stack import stack
@@ -90,10 +93,13 @@ def _register() -> None:
     cli.add_command(stack)
     for group in component_groups():
         cli.add_command(group)
+    cli.add_command(pipeline)
     cli.add_command(run)
+    cli.add_command(artifact)
     cli.add_command(build)
     cli.add_command(secret)
     cli.add_command(cache)
+    cli.add_command(integration)
 
 
 _register()

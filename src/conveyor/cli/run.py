@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from conveyor.cli._common import fail, fmt_duration, fmt_time, get_ctx, note, say, show, table, utcnow
+from conveyor.cli._common import (emit, fail, fmt_duration, fmt_time, get_ctx, note, output_option, say, show, table,
+                                  utcnow)
 from conveyor.execution.liveness import orchestrator_alive, owner, shown_status
 
 if TYPE_CHECKING:
@@ -72,6 +73,31 @@ def _elapsed(start: Any, end: Any) -> str:
     return fmt_duration((end or utcnow()) - start)
 
 
+def _seconds(start: Any, end: Any) -> float | None:
+    """A duration for `--output json`: so far, while it runs."""
+    return None if start is None else ((end or utcnow()) - start).total_seconds()
+
+
+def run_json(r: "PipelineRun", status: str) -> dict[str, Any]:
+    """A run for `--output json` (without its steps): the columns of `run list`, as values."""
+    return {"id": r.id, "name": r.name, "pipeline": r.pipeline_name, "status": status, "stack": r.stack_name,
+            "start_time": r.start_time, "end_time": r.end_time, "duration_s": _seconds(r.start_time, r.end_time),
+            "host": r.host, "pid": r.pid, "error": r.error}
+
+
+def step_json(name: str, s: "StepRunView") -> dict[str, Any]:
+    """A step run for `run describe --output json`: the columns of its table, as values."""
+    return {"name": name, "id": s.id, "status": s.status, "where": where(s), "step_operator": s.config.step_operator,
+            "step_operator_flavor": s.config.step_operator_flavor, "start_time": s.start_time, "end_time": s.end_time,
+            "duration_s": _seconds(s.start_time, s.end_time) if s.status != "pending" else None,
+            "attempt": s.attempt, "error": s.error, "failure_kind": s.failure_kind, "traceback": s.traceback,
+            "cached_from": s.cached_from, "logs_uri": s.logs_uri,
+            "inputs": {k: a.id for k, a in s.inputs.items()},
+            "outputs": {k: {"id": a.id, "uri": a.uri, "data_type": a.data_type, "artifact": a.name,
+                            "version": a.version, "run_metadata": a.run_metadata} for k, a in s.outputs.items()},
+            "run_metadata": s.run_metadata}
+
+
 # -- group -----------------------------------------------------------------------------------------------
 @click.group()
 def run() -> None:
@@ -92,7 +118,8 @@ def run() -> None:
 @click.option("-p", "--pipeline", metavar="NAME", help="Only runs of this pipeline.")
 @click.option("-s", "--status", type=click.Choice(STATUSES, case_sensitive=False), help="Only runs with this status.")
 @click.option("-n", "--limit", type=click.IntRange(min=1), default=20, show_default=True, help="At most this many runs.")
-def list_(pipeline: str | None, status: str | None, limit: int) -> None:
+@output_option
+def list_(pipeline: str | None, status: str | None, limit: int, output: str) -> None:
     """List runs, newest first. A `running` run whose orchestrator is gone (its process no longer holds the
     run's lease) shows as `abandoned`; a suspended (Ctrl-Z) orchestrator still owns its run.
 
@@ -100,6 +127,7 @@ def list_(pipeline: str | None, status: str | None, limit: int) -> None:
     Examples:
       conveyor run list
       conveyor run list --pipeline training_pipeline --status failed -n 5
+      conveyor run list --output json
     """
     from conveyor.client import Client
 
@@ -109,6 +137,9 @@ def list_(pipeline: str | None, status: str | None, limit: int) -> None:
         runs = [r for r in client.list_pipeline_runs(pipeline, "running", None) if shown_status(r) == status][:limit]
     else:
         runs = client.list_pipeline_runs(pipeline, status, limit)
+    if output == "json":
+        emit([run_json(r, shown_status(r)) for r in runs], lambda: None)
+        return
     if not runs:
         say(f"No {status + ' ' if status else ''}runs{f' of pipeline {pipeline!r}' if pipeline else ''}.")
         return
@@ -121,17 +152,23 @@ def list_(pipeline: str | None, status: str | None, limit: int) -> None:
 
 @run.command("describe")
 @click.argument("run_ref", metavar="RUN")
-def describe(run_ref: str) -> None:
+@output_option
+def describe(run_ref: str, output: str) -> None:
     """Show run RUN: each step's status, where it ran (step operator or in-process), duration, attempt and
     error, then the failing steps' tracebacks.
 
     \b
     Example:
       conveyor run describe my_pipeline-20250101-120000-ab12
+      conveyor run describe my_pipeline-20250101-120000-ab12 --output json
     """
     ctx = get_ctx()
     r = _get_run(ctx, run_ref)
     status = shown_status(r)
+    if output == "json":
+        emit({**run_json(r, status), "run_metadata": r.run_metadata,
+              "steps": [step_json(name, s) for name, s in r.steps.items()]}, lambda: None)
+        return
     say(f"Run {r.name}", style="bold")
     show(f"  id: {r.id}\n  pipeline: {_esc(r.pipeline_name)}\n  status: {styled(status)}\n"
          f"  stack: {_esc(r.stack_name)}\n  started: {fmt_time(r.start_time)}\n"
@@ -145,6 +182,7 @@ def describe(run_ref: str) -> None:
                   _elapsed(s.start_time, s.end_time) if s.status != "pending" else "-",
                   str(s.attempt or "-"), _esc(_first_line(s.error)))
     show(t)
+    _show_metadata(r)
     for name, s in r.steps.items():
         if s.status != "failed":
             continue
@@ -155,6 +193,29 @@ def describe(run_ref: str) -> None:
             say(s.traceback.rstrip())
         if s.logs_uri:
             say(f"Logs: `conveyor run logs {r.name} {name}`")
+
+
+def _show_metadata(r: "PipelineRun") -> None:
+    """What `log_metadata` attached to the run, each step and each output, and each output's artifact version."""
+    import json
+
+    def lines(values: dict[str, Any], indent: str) -> str:
+        return "\n".join(f"{indent}{k}: {json.dumps(v, ensure_ascii=False)}" for k, v in values.items())
+
+    if r.run_metadata:
+        say("\nRun metadata:", style="bold")
+        say(lines(r.run_metadata, "  "))
+    for name, s in r.steps.items():
+        versions = [(o, a) for o, a in s.outputs.items() if a.version or a.run_metadata]
+        if not (s.run_metadata or versions):
+            continue
+        say(f"\nStep {name!r}:", style="bold")
+        if s.run_metadata:
+            say("  metadata:\n" + lines(s.run_metadata, "    "))
+        for output, a in versions:
+            say(f"  output {output!r}: artifact {a.name!r}" + (f" version {a.version}" if a.version else ""))
+            if a.run_metadata:
+                say(lines(a.run_metadata, "    "))
 
 
 # -- logs ------------------------------------------------------------------------------------------------
@@ -409,3 +470,37 @@ def resume(run_ref: str) -> None:
     except RunFailedError as err:
         fail(str(err))
     say(f"Run {final.name} is {final.status}.", style="green")
+
+
+# -- delete ----------------------------------------------------------------------------------------------
+@run.command("delete")
+@click.argument("run_ref", metavar="RUN")
+@click.option("--artifacts", "with_artifacts", is_flag=True,
+              help="Also delete the artifacts only this run uses (records and files); ones another run uses stay.")
+@click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
+def delete(run_ref: str, with_artifacts: bool, yes: bool) -> None:
+    """Delete run RUN's records (steps, links, metadata), and with --artifacts its artifacts.
+
+    A run that is still running is refused: stop it first (`conveyor run stop RUN`). An artifact a later run
+    still uses (a cache hit links the very same artifact) is kept and listed.
+
+    \b
+    Examples:
+      conveyor run delete my_pipeline-20250101-120000-ab12
+      conveyor run delete RUN --artifacts -y
+    """
+    from conveyor.execution.run_deletion import delete_pipeline_run
+
+    ctx = get_ctx()
+    r = _get_run(ctx, run_ref)
+    if not yes:
+        what = "its records and the artifacts only it uses" if with_artifacts else "its records (artifacts stay)"
+        click.confirm(f"Delete run {r.name}: {what}?", abort=True, err=True)
+    done = delete_pipeline_run(ctx, r.id, delete_artifacts=with_artifacts)
+    say(f"Deleted run {done.run_name}.")
+    if with_artifacts:
+        say(f"Deleted {len(done.deleted_artifacts)} artifact(s).")
+        for kept in done.kept_artifacts:
+            note(f"Kept artifact {kept.id[:8]} ({kept.uri}): run(s) {', '.join(kept.used_by)} still use it.")
+        for failed in done.files_not_removed:
+            note(f"Could not remove {failed}")

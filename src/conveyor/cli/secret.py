@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from conveyor.cli._common import fail, fmt_time, get_ctx, say, show, table
+from conveyor.cli._common import emit, fail, fmt_time, get_ctx, output_option, say, show, table
 from conveyor.secrets.vault import check_name
 
 #: the most a secret value may hold, from a file (KEY=@PATH) or standard input
@@ -105,16 +105,29 @@ def update(name: str, pairs: tuple[str, ...], remove: tuple[str, ...]) -> None:
 
 
 @secret.command("list")
-def list_() -> None:
-    """List secrets and their key names (never their values)."""
+@output_option
+def list_(output: str) -> None:
+    """List secrets and their key names (never their values).
+
+    \b
+    Examples:
+      conveyor secret list
+      conveyor secret list --output json
+    """
     rows = get_ctx().store.list_secrets()
-    if not rows:
-        say("No secrets. Create one with `conveyor secret create NAME KEY=VALUE`.")
-        return
-    t = table("secret", "keys", "updated")
-    for r in rows:
-        t.add_row(r["name"], ", ".join(r["keys"]), fmt_time(r["updated"]))
-    show(t)
+
+    def render() -> None:
+        if not rows:
+            say("No secrets. Create one with `conveyor secret create NAME KEY=VALUE`.")
+            return
+        t = table("secret", "keys", "updated")
+        for r in rows:
+            t.add_row(r["name"], ", ".join(r["keys"]), fmt_time(r["updated"]))
+        show(t)
+
+    # the store's listing holds no values (they stay encrypted); only these fields leave it
+    emit([{"name": r["name"], "keys": list(r["keys"]), "created": r["created"], "updated": r["updated"]} for r in rows],
+         render)
 
 
 @secret.command("delete")

@@ -11,10 +11,14 @@ from conveyor.cli._common import (
     ARTIFACT_STORE,
     ORCHESTRATOR,
     STEP_OPERATOR,
+    Kind,
     config_summary,
+    config_values,
+    emit,
     fail,
     get_ctx,
     note,
+    output_option,
     say,
     show,
     table,
@@ -163,41 +167,68 @@ def update(name: str, add: tuple[str, ...], remove: tuple[str, ...], default: st
         + (f" (default: {op_names[0]!r})" if op_names else ""))
 
 
+def _component_json(ctx: "Context", kind: Kind, record: dict[str, Any]) -> dict[str, Any]:
+    return {"id": record["id"], "name": record["name"], "flavor": record["flavor"],
+            "configuration": config_values(ctx, kind, record)}
+
+
+def stack_json(ctx: "Context", name: str, record: dict[str, Any], active: str) -> dict[str, Any]:
+    """A stack for `--output json`: its components by type, step operators in order (the first is the default)."""
+    orch, store, ops = _split(record)
+    return {"id": record["id"], "name": name, "active": name == active,
+            "orchestrator": _component_json(ctx, ORCHESTRATOR, orch[0]) if orch else None,
+            "artifact_store": _component_json(ctx, ARTIFACT_STORE, store[0]) if store else None,
+            "step_operators": [_component_json(ctx, STEP_OPERATOR, c) for c in ops],
+            "default_step_operator": ops[0]["name"] if ops else None,
+            "created": record["created"], "updated": record["updated"]}
+
+
 @stack.command("list")
-def list_() -> None:
+@output_option
+def list_(output: str) -> None:
     """List stacks; `*` marks the active one.
 
     \b
-    Example:
+    Examples:
       conveyor stack list
+      conveyor stack list --output json
     """
     ctx = get_ctx()
-    show(stacks_table(ctx))
+    active = ctx.active_stack_name
+    records = [(name, ctx.store.get_stack(name)) for name in ctx.store.list_stacks()]
+    emit([stack_json(ctx, name, record, active) for name, record in records if record is not None],
+         lambda: show(stacks_table(ctx)))
 
 
 @stack.command("describe")
 @click.argument("name", required=False)
-def describe(name: str | None) -> None:
+@output_option
+def describe(name: str | None, output: str) -> None:
     """Show stack NAME (default: the active stack): each component, its flavor and its configuration.
 
     \b
-    Example:
+    Examples:
       conveyor stack describe prod
+      conveyor stack describe prod --output json
     """
     ctx = get_ctx()
     active = ctx.active_stack_name
     name = name or active
     record = _stack(ctx, name)
-    say(f"Stack {name!r}" + (" (active)" if name == active else ""), style="bold")
-    orch, store, ops = _split(record)
-    t = table("component type", "name", "flavor", "configuration")
-    for kind, comps in ((ORCHESTRATOR, orch), (ARTIFACT_STORE, store), (STEP_OPERATOR, ops)):
-        for i, c in enumerate(comps):
-            label = kind.label + (" (default)" if kind is STEP_OPERATOR and i == 0 else "")
-            t.add_row(label, c["name"], c["flavor"], config_summary(ctx, kind, c))
-    if not ops:
-        t.add_row(STEP_OPERATOR.label, "-", "", f"none: add one with `conveyor stack update {name} -s NAME`")
-    show(t)
+
+    def render() -> None:
+        say(f"Stack {name!r}" + (" (active)" if name == active else ""), style="bold")
+        orch, store, ops = _split(record)
+        t = table("component type", "name", "flavor", "configuration")
+        for kind, comps in ((ORCHESTRATOR, orch), (ARTIFACT_STORE, store), (STEP_OPERATOR, ops)):
+            for i, c in enumerate(comps):
+                label = kind.label + (" (default)" if kind is STEP_OPERATOR and i == 0 else "")
+                t.add_row(label, c["name"], c["flavor"], config_summary(ctx, kind, c))
+        if not ops:
+            t.add_row(STEP_OPERATOR.label, "-", "", f"none: add one with `conveyor stack update {name} -s NAME`")
+        show(t)
+
+    emit(stack_json(ctx, name, record, active), render)
 
 
 @stack.command("set")

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__all__ = ["BaseSettings", "ResourceSettings", "StepRetryConfig", "StrictModel"]
+__all__ = ["BaseSettings", "DockerSettings", "ResourceSettings", "StepRetryConfig", "StrictModel"]
 
 if TYPE_CHECKING:
     from conveyor.config.base import BaseSettings, StrictModel
     from conveyor.config.resources import ResourceSettings, StepRetryConfig
+    from conveyor.images.settings import DockerSettings
 
 
 def __getattr__(name: str) -> Any:
@@ -20,4 +21,8 @@ def __getattr__(name: str) -> Any:
         from conveyor.config import resources
 
         return getattr(resources, name)
+    if name == "DockerSettings":  # where ZenML users import it from (`zenml.config.DockerSettings`)
+        from conveyor.images.settings import DockerSettings
+
+        return DockerSettings
     raise AttributeError(name)

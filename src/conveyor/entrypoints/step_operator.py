@@ -111,9 +111,11 @@ def run_job(job_uri: str) -> int:
         sys.stderr = _Redacting(sys.stderr, secrets)  # type: ignore[assignment]
 
     result: dict[str, Any] = {"version": RESULT_VERSION, "step_name": spec["step_name"], "attempt": spec["attempt"]}
+    context = None
     try:
-        from conveyor.execution.runner import load_inputs, run_function
+        from conveyor.execution.runner import context_from_job, load_inputs, run_function
         from conveyor.pipelines.source import load_step_function
+        from conveyor.steps.hooks import load_hooks
 
         source = spec["source"]
         if source.get("code_archive"):  # exactly the code as it was at submission, even if the tree changed since
@@ -121,8 +123,13 @@ def run_job(job_uri: str) -> int:
 
             source = {**source, "code_root": materialize(source["code_archive"], store)}
         func = load_step_function(source)
+        archived = source.get("code_archive")  # hooks then come from the step's code as archived too
+        hooks = load_hooks({kind: {**hook, "code_root": source["code_root"]} if archived else hook
+                            for kind, hook in (spec.get("hooks") or {}).items()})
         inputs = load_inputs(spec["inputs"], store)
-        metas = run_function(func, spec["step_name"], spec["parameters"], inputs, spec["outputs"], store)
+        context = context_from_job(spec, store)
+        metas = run_function(func, spec["step_name"], spec["parameters"], inputs, spec["outputs"], store,
+                             context=context, hooks=hooks)
         result["status"] = "completed"
         result["outputs"] = {name: meta._asdict() if hasattr(meta, "_asdict") else dict(vars(meta)) for name, meta in metas.items()}
     except MemoryError as err:
@@ -140,6 +147,8 @@ def run_job(job_uri: str) -> int:
         _quietly(traceback.print_exc)  # stderr may be a log on the disk that just filled
     if secrets and "error" in result:
         result["error"] = {k: redact(v, secrets) if isinstance(v, str) else v for k, v in result["error"].items()}
+    if context is not None and context.record:  # what the step logged and saved: the launcher records it
+        result["recorded"] = context.record.to_json()
     result["timings"] = {"start": started, "end": time.time(), "duration": time.time() - started}
     result["peak_memory_bytes"] = _peak_memory()
 

@@ -23,8 +23,11 @@ if TYPE_CHECKING:
     from conveyor.execution.display import Display
     from conveyor.pipelines.compiler import Snapshot
     from conveyor.stack.stack import Stack
+    from conveyor.steps.context import StepContext, StepRecord
+    from conveyor.steps.hooks import StepHooks
     from conveyor.step_operators.base import BaseStepOperator
-    from conveyor.step_operators.info import StatusReport, StepRunInfo, Submission
+    from conveyor.step_operators.entrypoint import StepOperatorEntrypointConfiguration
+    from conveyor.step_operators.info import LogWriter, StatusReport, StepRunInfo, Submission
     from conveyor.store.store import MetadataStore
 
 POLL_START, POLL_MAX = 0.05, 2.0
@@ -107,7 +110,7 @@ def unusable_cache_hit(artifacts: "ArtifactStore", outputs: dict[str, dict[str, 
 def build_step_info(stack: "Stack", snapshot: "Snapshot", name: str, operator: "BaseStepOperator", *, run_id: str,
                     run_name: str, step_run_id: str, attempt: int, attempt_uri: str) -> "StepRunInfo":
     """What a step operator is told about one attempt of one step."""
-    from conveyor.config.settings import operator_settings, resource_settings
+    from conveyor.config.settings import docker_settings, operator_settings, resource_settings
     from conveyor.pipelines.compiler import thaw
     from conveyor.step_operators.info import PipelineConfig, StepConfig, StepRunInfo
 
@@ -119,7 +122,8 @@ def build_step_info(stack: "Stack", snapshot: "Snapshot", name: str, operator: "
         settings=settings, operator_settings=operator_settings(settings, flavor, f"step {name!r}"),
         timeout=spec["timeout"], enable_cache=spec["enable_cache"])
     return StepRunInfo(
-        config=config, pipeline=PipelineConfig(snapshot.pipeline_name, thaw(snapshot.spec["settings"])),
+        config=config, pipeline=PipelineConfig(snapshot.pipeline_name, thaw(snapshot.spec["settings"]),
+                                               docker_settings=docker_settings(settings)),
         run_name=run_name, pipeline_step_name=name, run_id=run_id, step_run_id=step_run_id,
         attempt=attempt, job_name=f"conveyor-{step_run_id[:16]}-{attempt}",
         job_uri=f"{attempt_uri}/job.json", attempt_uri=attempt_uri)
@@ -150,14 +154,19 @@ def process_environment(env: dict[str, str]) -> Iterator[None]:
         yield
 
 
-def entrypoint_request(info: "StepRunInfo", store: "BaseArtifactStore") -> tuple[list[str], dict[str, str]]:
+def entrypoint_request(info: "StepRunInfo", store: "BaseArtifactStore",
+                       entrypoint_config: "type[StepOperatorEntrypointConfiguration] | None" = None,
+                       ) -> tuple[list[str], dict[str, str]]:
     """The command and environment every step operator is handed for one attempt.
 
-    The environment carries the artifact store's credentials (never the job spec or argv), for each backend to
-    deliver through its secret mechanism, and the store's non-secret fsspec options for opening the job spec.
+    The command comes from the operator's `entrypoint_config_class` (`entrypoint_config`), so a custom flavor's
+    extra entrypoint options reach it. The environment carries the artifact store's credentials (never the job
+    spec or argv), for each backend to deliver through its secret mechanism, and the store's non-secret fsspec
+    options for opening the job spec.
     """
-    from conveyor.step_operators.entrypoint import StepOperatorEntrypointConfiguration as EP
+    from conveyor.step_operators.entrypoint import StepOperatorEntrypointConfiguration
 
+    EP = entrypoint_config or StepOperatorEntrypointConfiguration
     command = EP.get_entrypoint_command() + EP.get_entrypoint_arguments(
         job=info.job_uri, step_name=info.pipeline_step_name, step_run_id=info.step_run_id)
     environment = {"CONVEYOR_RUN_ID": info.run_id, "CONVEYOR_STEP_RUN_ID": info.step_run_id,
@@ -186,6 +195,7 @@ class StepLauncher:
         self.spec = state.snapshot.step_spec(name)
         self.step_run_id = state.step_ids[name]
         self.resolved = state.resolved[name]
+        self._recorded: "StepRecord | None" = None
 
     # -- entry ------------------------------------------------------------------------------------
     def launch(self) -> str:
@@ -224,9 +234,10 @@ class StepLauncher:
             self.s.display.update(self.name, "running", f"attempt {attempt}" if attempt > 1 else "")
             attempt_uri = self.s.artifacts.join("runs", self.s.run_id, "steps", self.name, f"attempt-{attempt}")
             outputs = {o: {"uri": f"{attempt_uri}/outputs/{o}", "type": t} for o, t in self.spec["outputs"].items()}
+            self._recorded = None  # what this attempt logs and saves (log_metadata, save_artifact)
             try:
                 if operator is None:
-                    metas = self._run_in_process(inputs, outputs, attempt_uri)
+                    metas = self._run_in_process(inputs, outputs, attempt_uri, attempt)
                 else:
                     metas = self._run_with_operator(operator, attempt, attempt_uri, inputs, outputs, receipt)
             except _Failure as failure:
@@ -258,24 +269,40 @@ class StepLauncher:
     def _finish_completed(self, metas: dict[str, dict[str, Any]], input_ids: dict[str, str],
                           outputs: dict[str, dict[str, str]]) -> None:
         rows = {}
+        names = self.spec.get("artifact_names") or {}
         for name, meta in metas.items():
             rows[name] = {"id": new_id(), "uri": outputs[name]["uri"], "materializer": meta["materializer"],
-                          "data_type": meta["data_type"], "checksum": meta.get("checksum"), "size": meta.get("size")}
-        self.s.store.finish_step(self.step_run_id, status="completed", inputs=input_ids, outputs=rows,
-                                 new_artifacts=list(rows.values()), end_time=now())
+                          "data_type": meta["data_type"], "checksum": meta.get("checksum"), "size": meta.get("size"),
+                          "name": names.get(name)}
+        from conveyor.metadata import MetadataTargetError
+        from conveyor.store.store import ArtifactVersionTakenError
+
+        try:
+            saved, metadata = self._recorded_rows(rows)
+            self.s.store.finish_step(self.step_run_id, status="completed", inputs=input_ids, outputs=rows,
+                                     new_artifacts=list(rows.values()) + saved, metadata=metadata, end_time=now())
+        except (ArtifactVersionTakenError, MetadataTargetError) as err:  # what the step recorded cannot be
+            self._recorded = None
+            self._finish_failed("failed", _Failure(str(err), "user"), input_ids)
+            raise StepFailedError(self.name, str(err), None, "user") from None
+        self._index(list(rows.values()) + saved)
         self.s.outputs[self.name] = rows
         self.s.display.update(self.name, "completed")
 
     def _finish_failed(self, status: str, failure: _Failure, input_ids: dict[str, str]) -> None:
         failure.message = redact(failure.message)
         failure.traceback = redact(failure.traceback) if failure.traceback else failure.traceback
+        saved, metadata = self._recorded_rows_of_failed_step()
         self.s.store.finish_step(self.step_run_id, status=status, inputs=input_ids, outputs={}, end_time=now(),
-                                 error=failure.message, failure_kind=failure.kind, traceback=failure.traceback)
+                                 error=failure.message, failure_kind=failure.kind, traceback=failure.traceback,
+                                 new_artifacts=saved, metadata=metadata)
+        self._index(saved)
         self.s.display.update(self.name, status, failure.message.splitlines()[0] if failure.message else "")
 
-    def _log_sink(self, log_uri: str | None) -> tuple[Any, Any]:
+    def _log_sink(self, log_uri: str | None, writer: "LogWriter | None" = None) -> tuple[Any, Any]:
         """A sink that appends to the stored log (none if `log_uri` is None) and echoes complete lines to the
-        display; call close() at the end, which flushes what is still held.
+        display; call close() at the end, which flushes what is still held. `writer` (the step's
+        `info.force_write_logs`) is bound to store the log so far at once.
 
         Secret values are redacted from the stream as a whole (`StreamRedactor`): a value printed in pieces is
         caught too. A remote store (S3) has no append: the log so far is rewritten at most once per
@@ -331,7 +358,26 @@ class StepLauncher:
             for line in lines:
                 self.s.display.log(self.name, line)
 
+        def write_now() -> None:
+            """info.force_write_logs(): the log so far, stored now rather than at the next timer tick."""
+            with lock:
+                if live["closed"]:
+                    return
+                if fh is not None:
+                    fh.flush()
+                    return
+                timer, live["timer"] = live["timer"], None
+            if timer is not None:
+                timer.cancel()
+            if log_uri is not None:
+                flush_remote()
+
+        if writer is not None:
+            writer.bind(write_now)
+
         def close() -> None:
+            if writer is not None:
+                writer.bind(None)
             with lock:
                 live["closed"] = True
                 if live["timer"] is not None:
@@ -351,7 +397,7 @@ class StepLauncher:
 
     # -- in process -------------------------------------------------------------------------------
     def _run_in_process(self, inputs: dict[str, dict[str, Any]], outputs: dict[str, dict[str, str]],
-                        attempt_uri: str) -> dict[str, dict[str, Any]]:
+                        attempt_uri: str, attempt: int = 1) -> dict[str, dict[str, Any]]:
         import traceback
 
         from conveyor.execution import capture
@@ -369,15 +415,18 @@ class StepLauncher:
         # a log that cannot be written (the disk filled) is the store's failure, not the step's nor ours
         sink, close = _as_store_error(sink, self.s.artifacts, log_uri), _as_store_error(close, self.s.artifacts, log_uri)
         func = self.s.snapshot.steps[self.name].entrypoint
+        context = self._step_context(attempt, attempt_uri, outputs)
         try:
             self.s.in_process_threads[self.name] = threading.get_ident()
             try:
                 with capture.capture_thread(sink), Watchdog(self.spec["timeout"]), \
                         process_environment(step_environment(self.spec["settings"])):
                     values = load_inputs(inputs, self.s.artifacts)
-                    metas = run_function(func, self.name, self.spec["parameters"], values, outputs, self.s.artifacts)
+                    metas = run_function(func, self.name, self.spec["parameters"], values, outputs, self.s.artifacts,
+                                         context=context, hooks=self._in_process_hooks())
             finally:
                 self.s.in_process_threads.pop(self.name, None)
+                self._recorded = context.record
         except StepInterrupted as err:
             if err.reason == "timeout":
                 raise _Failure(f"timed out after {self.spec['timeout']:g}s", "timeout") from None
@@ -398,6 +447,69 @@ class StepLauncher:
                     raise _Failure(str(err), "store") from None
         return {n: m._asdict() if hasattr(m, "_asdict") else dict(vars(m)) for n, m in metas.items()}
 
+    # -- the in-step API: context, hooks, and what the step recorded (conveyor.steps.context) -----------------
+    def _step_context(self, attempt: int, attempt_uri: str, outputs: dict[str, dict[str, str]]) -> "StepContext":
+        from conveyor.steps.context import StepContext
+
+        return StepContext(pipeline_name=self.s.snapshot.pipeline_name, run_id=self.s.run_id, run_name=self.s.run_name,
+                           step_name=self.name, step_run_id=self.step_run_id, attempt=attempt, attempt_uri=attempt_uri,
+                           output_uris={o: v["uri"] for o, v in outputs.items()},
+                           artifact_names=self.spec.get("artifact_names") or {}, artifact_store=self.s.artifacts)
+
+    def _in_process_hooks(self) -> "StepHooks":
+        """The step object's own hooks; a resumed run's step (rebuilt from the stored snapshot) loads them."""
+        from conveyor.pipelines.compiler import thaw
+        from conveyor.steps.hooks import load_hooks, step_hooks
+
+        hooks = step_hooks(self.s.snapshot.steps[self.name])
+        return hooks if hooks or not self.spec.get("hooks") else load_hooks(thaw(self.spec["hooks"]))
+
+    def _recorded_rows(self, outputs: dict[str, dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """The artifacts the step saved and the metadata it logged, as the store records them (targets resolved:
+        this step, its outputs, what it saved, or an explicit run, step run or artifact)."""
+        from conveyor.metadata import resolve_target
+
+        record = self._recorded
+        if not record:
+            return [], []
+        saved = [{"id": a.id, "uri": a.uri, "materializer": a.materializer, "data_type": a.data_type,
+                  "checksum": a.checksum, "size": a.size, "name": a.name, "version": a.version} for a in record.saved]
+        ours = {a["id"] for a in saved} | {row["id"] for row in outputs.values()}
+        entries = []
+        for m in record.metadata:
+            if m.target == "step":
+                target = {"step_run_id": self.step_run_id}
+            elif m.target == "output":
+                if m.output not in outputs:  # a failed step has no outputs to attach to
+                    continue
+                target = {"artifact_id": outputs[m.output]["id"]}
+            elif m.target == "artifact" and m.artifact_id in ours:
+                target = {"artifact_id": m.artifact_id}
+            else:
+                target = resolve_target(self.s.store, m)
+            entries.append({**target, "values": m.values})
+        return saved, entries
+
+    def _recorded_rows_of_failed_step(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """What a failed step recorded before it failed, kept as far as it can be."""
+        from conveyor.metadata import MetadataTargetError
+
+        try:
+            return self._recorded_rows({})
+        except MetadataTargetError as err:
+            self.s.display.log(self.name, f"(the metadata the step logged is not recorded: {err})")
+            return [], []
+
+    def _index(self, rows: list[dict[str, Any]]) -> None:
+        """Index the named versions just recorded, for `load_artifact` in steps that have no metadata store."""
+        from conveyor.artifacts.registry import index_entries
+        from conveyor.artifacts.store import ArtifactStoreError
+
+        try:
+            index_entries(self.s.artifacts, rows)
+        except ArtifactStoreError as err:  # recorded already; only loading by name inside a step misses it
+            self.s.display.log(self.name, f"(artifact index not updated: {err})")
+
     # -- through a step operator ------------------------------------------------------------------
     def build_info(self, operator: "BaseStepOperator", attempt: int, attempt_uri: str) -> "StepRunInfo":
         return build_step_info(self.s.stack, self.s.snapshot, self.name, operator, run_id=self.s.run_id,
@@ -416,6 +528,8 @@ class StepLauncher:
             "inputs": {arg: {"uri": a["uri"], "materializer": a["materializer"], "data_type": a["data_type"],
                              "checksum": a.get("checksum")} for arg, a in inputs.items()},
             "outputs": outputs, "settings": thaw(self.spec["settings"]),
+            # get_step_context()'s artifact names, and the hooks to run there (conveyor.steps.hooks)
+            "artifact_names": thaw(self.spec.get("artifact_names") or {}), "hooks": thaw(self.spec.get("hooks") or {}),
             "resources": info.config.resource_settings.model_dump(exclude_none=True),
             "artifact_store": {"root": self.s.artifacts.root,
                                "storage_options": self.s.stack.artifact_store.config.remote_options()},
@@ -440,7 +554,7 @@ class StepLauncher:
 
             spec["source"]["code_archive"] = upload(self.s.artifacts, spec["source"]["code_root"])
         self.s.artifacts.write_text(info.job_uri, json.dumps(spec))
-        command, environment = entrypoint_request(info, self.s.stack.artifact_store)
+        command, environment = entrypoint_request(info, self.s.stack.artifact_store, operator.entrypoint_config_class)
         environment.update(step_environment(self.spec["settings"]))
         mark_for_redaction(environment)
         sealed_key = None
@@ -480,7 +594,10 @@ class StepLauncher:
         if operator.streams_logs:
             # an operator that stores the log itself (the step's process redacts it there): only displayed here
             stored_by_operator = getattr(operator, "stores_logs", False) and self.s.artifacts.is_local
-            sink, close = self._log_sink(None if stored_by_operator else log_uri)
+            from conveyor.step_operators.info import LogWriter
+
+            writer = info.force_write_logs if isinstance(info.force_write_logs, LogWriter) else None
+            sink, close = self._log_sink(None if stored_by_operator else log_uri, writer)
             log_thread = threading.Thread(target=self._pump_logs, args=(operator, submission, sink), daemon=True,
                                           name=f"logs-{self.name}")
             log_thread.start()
@@ -560,6 +677,12 @@ class StepLauncher:
         except ArtifactStoreError as err:
             raise _Failure(str(err), "store") from None
         if result is not None:
+            from conveyor.steps.context import StepRecord
+
+            try:  # recorded when the step is finished
+                self._recorded = StepRecord.from_json(result.get("recorded"))
+            except (TypeError, ValueError, AttributeError) as err:
+                self.s.display.log(self.name, f"(what the step logged and saved is unreadable, not recorded: {err})")
             if result["status"] == "completed":
                 return result.get("outputs") or {}
             error = result.get("error") or {}

@@ -19,9 +19,13 @@ if TYPE_CHECKING:
 def resolve_steps(snapshot: "Snapshot", stack: "Stack") -> dict[str, ResolvedStep]:
     """Every check that can fail without running anything runs here, before the store is touched."""
     from conveyor.config.settings import operator_settings, resource_settings
+    from conveyor.execution.settings_check import StepFlavor, report_misplaced_operator_settings
+    from conveyor.integrations import require_flavor_integration
     from conveyor.pipelines.compiler import thaw
+    from conveyor.stack.component import ComponentType
 
     resolved = {}
+    where_run: list[StepFlavor] = []
     for name in snapshot.order:
         spec = snapshot.step_spec(name)
         where = f"step {name!r}"
@@ -31,6 +35,7 @@ def resolve_steps(snapshot: "Snapshot", stack: "Stack") -> dict[str, ResolvedSte
         if operator_name is not None:
             flavor_name = stack.step_operator_flavor(operator_name)
             flavor = stack._registry.get("step_operator", flavor_name)
+            require_flavor_integration("step_operator", flavor_name)  # names the pip command to run
             settings = operator_settings(spec["settings"], flavor, where)
             op_settings = settings.model_dump(exclude_unset=True, mode="json") if settings is not None else None
         config = {
@@ -45,13 +50,18 @@ def resolve_steps(snapshot: "Snapshot", stack: "Stack") -> dict[str, ResolvedSte
             "enable_cache": spec["enable_cache"],
         }
         resolved[name] = ResolvedStep(name, operator_name, flavor_name, config)
+        where_run.append(StepFlavor(name, operator_name, flavor_name, thaw(spec["settings"])))
+    report_misplaced_operator_settings(where_run, thaw(snapshot.spec["settings"]),
+                                       stack._registry.sources(ComponentType.STEP_OPERATOR))
     return resolved
 
 
 def preflight(snapshot: "Snapshot", stack: "Stack", resolved: dict[str, ResolvedStep]) -> None:
     """Ask each operator whether it can ever honour each step's resources, before anything runs."""
     from conveyor.execution.launcher import build_step_info
+    from conveyor.integrations import require_flavor_integration
 
+    require_flavor_integration("artifact_store", stack._artifact_store["flavor"])
     for name, r in resolved.items():
         if r.operator is not None:
             operator = stack.step_operator(r.operator)
@@ -75,7 +85,7 @@ def dry_run(snapshot: "Snapshot", step_name: str, stack_name: str | None = None)
     attempt_uri = stack.artifact_store.artifact_store().join("runs", "dry-run", "steps", step_name, "attempt-1")
     info = build_step_info(stack, snapshot, step_name, operator, run_id="dry-run", run_name="dry-run",
                            step_run_id=f"dry-run-{step_name}", attempt=1, attempt_uri=attempt_uri)
-    command, environment = entrypoint_request(info, stack.artifact_store)
+    command, environment = entrypoint_request(info, stack.artifact_store, operator.entrypoint_config_class)
     environment.update(step_environment(snapshot.step_spec(step_name)["settings"], resolve=False))
     return operator.dry_run(info, command, environment)
 
@@ -84,7 +94,22 @@ def new_run_name(pipeline: str) -> str:
     return f"{pipeline}-{datetime.now():%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
 
 
-def run_snapshot(snapshot: "Snapshot", stack_name: str | None = None) -> "PipelineRun":
+def chosen_run_name(store: Any, pipeline: str, template: str | None) -> str:
+    """`with_options(run_name=...)` with {date}/{time} filled in, refused before anything runs when taken."""
+    if template is None:
+        return new_run_name(pipeline)
+    from conveyor.config.run_config import format_run_name
+    from conveyor.exceptions import ConfigError
+
+    name = format_run_name(template, datetime.now())
+    if store.run_name_taken(name):
+        raise ConfigError(f"a run named {name!r} already exists, and run names are unique: choose another "
+                          f"run_name, make it unique with placeholders (run_name=\"{template}_{{date}}_{{time}}\"), "
+                          f"or delete the old run first (`conveyor run delete {name}`)")
+    return name
+
+
+def run_snapshot(snapshot: "Snapshot", stack_name: str | None = None, run_name: str | None = None) -> "PipelineRun":
     from conveyor.client import Client
     from conveyor.context import get_context
     from conveyor.exceptions import RunFailedError
@@ -94,6 +119,7 @@ def run_snapshot(snapshot: "Snapshot", stack_name: str | None = None) -> "Pipeli
     from conveyor.utils.procs import process_start
 
     ctx = get_context()
+    run_name = chosen_run_name(ctx.store, snapshot.pipeline_name, run_name)
     stack = ctx.load_stack(stack_name)
     resolved = resolve_steps(snapshot, stack)
     preflight(snapshot, stack, resolved)
@@ -101,7 +127,6 @@ def run_snapshot(snapshot: "Snapshot", stack_name: str | None = None) -> "Pipeli
     artifacts.check_usable()
     store = ctx.store
     pipeline_id, snapshot_id = store.get_or_create_snapshot(snapshot.pipeline_name, snapshot.spec_hash, thaw(snapshot.spec))
-    run_name = new_run_name(snapshot.pipeline_name)
     # this process owns the run from before it exists until it has ended (execution/lease.py)
     with RunLease(store, new_id()) as lease:
         run_id, step_ids = store.create_run(

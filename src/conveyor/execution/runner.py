@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 if TYPE_CHECKING:
     from conveyor.artifacts.store import ArtifactStore
+    from conveyor.steps.context import StepContext
+    from conveyor.steps.hooks import StepHooks
 
 
 class OutputMismatchError(TypeError):
@@ -43,10 +46,40 @@ def resolve_type(path: str) -> Any:
 
 
 def run_function(func: Callable[..., Any], step_name: str, parameters: Mapping[str, Any], inputs: Mapping[str, Any],
-                 outputs: Mapping[str, Mapping[str, str]], store: "ArtifactStore") -> dict[str, Any]:
-    """Call the function and save each output atomically at its pre-allocated URI; returns name -> ArtifactMeta."""
-    from conveyor.artifacts.materializers import save_artifact
+                 outputs: Mapping[str, Mapping[str, str]], store: "ArtifactStore", *,
+                 context: "StepContext | None" = None, hooks: "StepHooks | None" = None) -> dict[str, Any]:
+    """Call the function and save each output atomically at its pre-allocated URI; returns name -> ArtifactMeta.
 
-    value = func(**parameters, **inputs)
-    values = split_outputs(step_name, list(outputs), value)
-    return {name: save_artifact(values[name], o["uri"], store, resolve_type(o["type"])) for name, o in outputs.items()}
+    `context` is what `get_step_context()` returns meanwhile (hooks included); `on_success` runs once the outputs
+    are saved, `on_failure` when the function or saving raised (not on a stop or timeout), before the error goes on.
+    """
+    from conveyor.artifacts.materializers import save_artifact
+    from conveyor.steps.context import running_step
+
+    with running_step(context) if context is not None else nullcontext():
+        try:
+            value = func(**parameters, **inputs)
+            values = split_outputs(step_name, list(outputs), value)
+            from conveyor.steps.type_checks import check_outputs
+
+            check_outputs(step_name, func, values)  # before anything is stored: `-> int` returning a str fails the step
+            metas = {name: save_artifact(values[name], o["uri"], store, resolve_type(o["type"]))
+                     for name, o in outputs.items()}
+        except (Exception, SystemExit) as err:
+            if hooks is not None:
+                hooks.failed(err)
+            raise
+        if hooks is not None:
+            hooks.succeeded()
+    return metas
+
+
+def context_from_job(spec: Mapping[str, Any], store: "ArtifactStore") -> "StepContext":
+    """The step context a job spec describes (the remote side's `get_step_context()`)."""
+    from conveyor.steps.context import StepContext
+
+    return StepContext(pipeline_name=spec.get("pipeline") or "", run_id=spec["run_id"], run_name=spec.get("run_name") or "",
+                       step_name=spec["step_name"], step_run_id=spec["step_run_id"], attempt=spec["attempt"],
+                       attempt_uri=spec["result_uri"].rsplit("/", 1)[0],
+                       output_uris={name: o["uri"] for name, o in spec["outputs"].items()},
+                       artifact_names=spec.get("artifact_names") or {}, artifact_store=store)

@@ -15,8 +15,11 @@ from conveyor.exceptions import PipelineDefinitionError
 from conveyor.materializer_types import type_path
 from conveyor.pipelines.code_fingerprint import code_fingerprint
 from conveyor.pipelines.source import code_hash, step_source
+from conveyor.artifacts.registry import default_artifact_name
+from conveyor.steps.hooks import hook_sources, step_hooks
 
 if TYPE_CHECKING:
+    from conveyor.config.run_config import StepRunConfig
     from conveyor.steps.step import Step
 
 SNAPSHOT_VERSION = 1
@@ -69,9 +72,11 @@ def is_jsonable(value: Any) -> bool:
 
 
 class Compilation:
-    def __init__(self, pipeline_name: str) -> None:
+    def __init__(self, pipeline_name: str, step_configs: "Mapping[str, StepRunConfig] | None" = None) -> None:
         self.pipeline_name = pipeline_name
         self.invocations: dict[str, Invocation] = {}
+        #: per-step options by step name (run config `steps:`, `with_options(steps=...)`), applied at each call
+        self.step_configs = dict(step_configs or {})
 
     def _unique_name(self, base: str) -> str:
         if base not in self.invocations:
@@ -107,10 +112,15 @@ class Compilation:
         where = f"pipeline {self.pipeline_name!r}, step {name!r}"
         if name in self.invocations:
             raise PipelineDefinitionError(f"{where}: two steps are named {name!r}; give one another `id=`")
+        if name in self.step_configs:
+            from conveyor.config.run_config import step_options
+
+            step = step.with_options(**step_options(self.step_configs[name]))
         try:
             bound = step.signature.bind_partial(*args, **kwargs)
         except TypeError as err:
             raise PipelineDefinitionError(f"{where}: {err}") from None
+        _bind_configured(step.parameters, bound.arguments, where)
         parameters: dict[str, Any] = {}
         inputs: dict[str, tuple[str, str]] = {}
         for pname, param in step.signature.parameters.items():
@@ -127,7 +137,9 @@ class Compilation:
             elif isinstance(value, InvocationHandle):
                 raise PipelineDefinitionError(f"{where}: input {pname!r} is given step {value.invocation!r}, which has no outputs")
             elif is_jsonable(value):
-                parameters[pname] = value
+                from conveyor.pipelines.parameters import validated_parameter
+
+                parameters[pname] = validated_parameter(value, step.input_types.get(pname, Any), where, pname)
             else:
                 raise PipelineDefinitionError(
                     f"{where}: parameter {pname!r} of type {type(value).__name__} is not JSON-serializable; "
@@ -137,6 +149,25 @@ class Compilation:
         if not handles:
             return InvocationHandle(self, name)
         return handles[0] if len(handles) == 1 else handles
+
+
+def _bind_configured(configured: Mapping[str, Any], arguments: dict[str, Any], where: str) -> None:
+    """Configured parameters fill the arguments the call left out; one the call also passes must agree (ZenML)."""
+    for pname, value in configured.items():
+        if pname not in arguments:
+            arguments[pname] = value
+            continue
+        given = arguments[pname]
+        if isinstance(given, (StepOutput, InvocationHandle)):
+            raise PipelineDefinitionError(
+                f"{where}: parameter {pname!r} is configured (with_options or the run config's steps.<name>."
+                f"parameters) but the pipeline connects it to step {given.invocation!r}'s output: remove it from "
+                "the configuration")
+        if given != value:
+            raise PipelineDefinitionError(
+                f"{where}: configured parameter {pname}={value!r} (with_options or the run config's "
+                f"steps.<name>.parameters) conflicts with {pname}={given!r} passed in the pipeline's code: "
+                "set it in one place only")
 
 
 def topological_order(pipeline: str, upstream: Mapping[str, Iterable[str]]) -> list[str]:
@@ -215,6 +246,8 @@ def build_snapshot(compilation: Compilation, *, pipeline_settings: dict[str, dic
             "inputs": {arg: {"step": u, "output": o} for arg, (u, o) in inv.inputs.items()},
             "input_types": {arg: type_path(s.input_types.get(arg)) for arg in inv.inputs},
             "outputs": {o.name: type_path(o.type) for o in s.outputs},
+            # the artifact each output is a version of (conveyor.artifacts.registry)
+            "artifact_names": {o.name: o.name if o.named else default_artifact_name(name, n, o.name) for o in s.outputs},
             "upstream": upstream[n],
             "settings": merge_settings(pipeline_settings, s.settings),
             "step_operator": s.step_operator,
@@ -222,6 +255,9 @@ def build_snapshot(compilation: Compilation, *, pipeline_settings: dict[str, dic
             "retry": s.retry.model_dump() if s.retry else None,
             "timeout": s.timeout,
         }
+        hooks = step_hooks(s)
+        if hooks:  # how the step's process finds them, like the step's function
+            steps_spec[n]["hooks"] = hook_sources(s, hooks)
     spec = {"version": SNAPSHOT_VERSION, "pipeline": name, "parameters": parameters,
             "settings": pipeline_settings, "order": order, "steps": steps_spec}
     spec_hash = hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()

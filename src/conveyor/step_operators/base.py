@@ -8,10 +8,11 @@ from typing import Any, ClassVar, Iterator
 
 from pydantic import Field, field_validator
 
+from conveyor.config.base import BaseSettings
 from conveyor.exceptions import InfrastructureError
 from conveyor.stack.component import ComponentType, StackComponent, StackComponentConfig
 from conveyor.stack.flavor import Flavor
-from conveyor.step_operators.entrypoint import STEP_RUN_ID_OPTION
+from conveyor.step_operators.entrypoint import STEP_RUN_ID_OPTION, StepOperatorEntrypointConfiguration
 from conveyor.step_operators.info import StatusReport, StepRunInfo, Submission
 
 
@@ -74,6 +75,21 @@ class BaseStepOperator(StackComponent):
     @property
     def simple_contract(self) -> bool:
         return not self._overrides("submit")
+
+    @property
+    def entrypoint_config_class(self) -> type[StepOperatorEntrypointConfiguration]:
+        """Builds the `entrypoint_command` this operator is handed; override to add entrypoint options."""
+        return StepOperatorEntrypointConfiguration
+
+    def get_settings(self, info: StepRunInfo) -> BaseSettings | None:
+        """This operator's settings for the step (its flavor's settings class), defaults where the step gave none;
+        None when the flavor has no settings class."""
+        if info.config.operator_settings is not None:
+            return info.config.operator_settings
+        from conveyor.context import get_context
+
+        model = get_context().registry.get(self.TYPE, self.flavor).settings_class
+        return model() if model is not None else None
 
     # -- checks before anything runs --------------------------------------------------------------
     def check_resources(self, info: StepRunInfo) -> None:

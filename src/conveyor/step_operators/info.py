@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 from conveyor.config.base import BaseSettings
 from conveyor.config.resources import ResourceSettings
+from conveyor.images.settings import DockerSettings
 
 State = Literal["queued", "running", "completed", "failed", "preempted", "lost", "cancelled"]
 TERMINAL_STATES: frozenset[str] = frozenset({"completed", "failed", "preempted", "lost", "cancelled"})
@@ -29,8 +30,38 @@ class StepConfig:
 
 @dataclass(frozen=True)
 class PipelineConfig:
+    """`info.pipeline` in the reference docs."""
+
     name: str
     settings: dict[str, Any] = field(default_factory=dict)
+    #: the step's image settings: the pipeline's "docker" settings under the step's (what ZenML's docs tell a
+    #: custom flavor to build its environment from)
+    docker_settings: DockerSettings = field(default_factory=DockerSettings)
+
+
+class LogWriter:
+    """`info.force_write_logs()`: stores the step's log now rather than at the next periodic write.
+
+    Bound by the launcher to the log it holds (a log kept for a remote artifact store is rewritten every
+    LIVE_LOG_FLUSH_S; a local one is flushed). Where the step's own process writes its log (a launch()-only
+    operator), every line is written as it is printed and there is nothing held back: calling it does nothing.
+    """
+
+    def __init__(self) -> None:
+        self._write: Callable[[], None] | None = None
+
+    def bind(self, write: Callable[[], None] | None) -> None:
+        self._write = write
+
+    def __call__(self) -> None:
+        if self._write is not None:
+            self._write()
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> "LogWriter":
+        return self  # a copy of the info (dataclasses.asdict) still writes this step's log
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"_write": None}  # in another process there is no log held here to write
 
 
 @dataclass(frozen=True)
@@ -45,6 +76,7 @@ class StepRunInfo:
     job_name: str = ""
     job_uri: str = ""
     attempt_uri: str = ""
+    force_write_logs: Callable[[], None] = field(default_factory=LogWriter, compare=False, repr=False)
 
     @property
     def resources(self) -> ResourceSettings:

@@ -14,6 +14,7 @@ DEFAULT_OUTPUT = "output"
 class OutputSpec:
     name: str
     type: Any
+    named: bool = False  # by `Annotated[T, "name"]`: the artifact's name too (else `{pipeline}::{step}::{output}`)
 
 
 def _hints(func: Callable[..., Any]) -> dict[str, Any]:
@@ -46,12 +47,13 @@ def output_specs(func: Callable[..., Any]) -> tuple[OutputSpec, ...]:
             specs = []
             for i, arg in enumerate(args):
                 arg_base, arg_name = _named(arg)
-                specs.append(OutputSpec(f"{DEFAULT_OUTPUT}_{i}" if arg_name is None else arg_name, arg_base))
+                specs.append(OutputSpec(f"{DEFAULT_OUTPUT}_{i}" if arg_name is None else arg_name, arg_base,
+                                        arg_name is not None))
             names = [_checked(s.name, func) for s in specs]
             if len(set(names)) != len(names):
                 raise TypeError(f"step {func.__name__!r} declares duplicate output names {names}")
             return tuple(specs)
-    return (OutputSpec(DEFAULT_OUTPUT if name is None else _checked(name, func), base),)
+    return (OutputSpec(DEFAULT_OUTPUT if name is None else _checked(name, func), base, name is not None),)
 
 
 def _checked(name: str, func: Callable[..., Any]) -> str:

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, TypeVar, overload
 from conveyor.config.merge import merge_settings, normalize
 from conveyor.config.names import check_name, name_from_function
 from conveyor.config.units import parse_duration
+from conveyor.steps.hooks import HookInput, check_hook
 from conveyor.steps.outputs import OutputSpec, input_types, output_specs
 
 if TYPE_CHECKING:
@@ -50,6 +51,20 @@ def _cache_version(value: str | int | None, where: str) -> str | None:
     return str(value)
 
 
+def _parameters(parameters: Mapping[str, Any], step: "Step", where: str) -> dict[str, Any]:
+    """Names the function does not take are refused now, listing the ones it does."""
+    if not isinstance(parameters, Mapping):
+        raise TypeError(f"{where}: parameters must be a dict of argument names to values, got {parameters!r}")
+    known = step.signature.parameters
+    unknown = [k for k in parameters if k not in known]
+    if unknown:
+        from conveyor.exceptions import ConfigError
+
+        raise ConfigError(f"{where}: the function has no parameter {unknown[0]!r}; its parameters are "
+                          f"{', '.join(known) or '(none)'}")
+    return dict(parameters)
+
+
 class Step:
     """A step definition. Calling it inside a `@pipeline` records an invocation and returns output handles."""
 
@@ -64,6 +79,8 @@ class Step:
         retry: StepRetryConfig | Mapping[str, Any] | None = None,
         timeout: str | float | None = None,
         cache_version: str | int | None = None,
+        on_failure: "HookInput | None" = None,
+        on_success: "HookInput | None" = None,
     ) -> None:
         if not callable(func):
             raise TypeError("@step decorates a function")
@@ -78,6 +95,10 @@ class Step:
         self.retry = _retry(retry, where)
         self.timeout = _timeout(timeout, where)
         self.cache_version = _cache_version(cache_version, where)
+        self.on_failure = check_hook(on_failure, "on_failure", where)  # see conveyor.steps.hooks
+        self.on_success = check_hook(on_success, "on_success", where)
+        #: values bound into the step's call inside a pipeline (`with_options(parameters=...)`, a run config)
+        self.parameters: dict[str, Any] = {}
         self.signature = inspect.signature(func)
         self.outputs: tuple[OutputSpec, ...] = output_specs(func)
         self.input_types = input_types(func)
@@ -101,8 +122,14 @@ class Step:
         retry: StepRetryConfig | Mapping[str, Any] | None = _UNSET,
         timeout: str | float | None = _UNSET,
         cache_version: str | int | None = _UNSET,
+        parameters: Mapping[str, Any] | None = None,
+        on_failure: "HookInput | None" = _UNSET,
+        on_success: "HookInput | None" = _UNSET,
     ) -> "Step":
-        """A copy with some options changed; new settings merge over the old ones key by key."""
+        """A copy with some options changed; new settings merge over the old ones key by key.
+
+        `parameters` are bound into the step's call inside a pipeline, merged over earlier ones; a call that passes
+        the same argument a different value is an error when the pipeline compiles (ZenML's rule)."""
         new = copy.copy(self)
         where = f"step {self.name!r}"
         if name is not None:
@@ -119,6 +146,12 @@ class Step:
             new.timeout = _timeout(timeout, where)
         if cache_version is not _UNSET:
             new.cache_version = _cache_version(cache_version, where)
+        if on_failure is not _UNSET:
+            new.on_failure = check_hook(on_failure, "on_failure", where)
+        if on_success is not _UNSET:
+            new.on_success = check_hook(on_success, "on_success", where)
+        if parameters is not None:
+            new.parameters = {**self.parameters, **_parameters(parameters, self, where)}
         return new
 
     def __repr__(self) -> str:
@@ -138,6 +171,8 @@ def step(
     retry: StepRetryConfig | Mapping[str, Any] | None = None,
     timeout: str | float | None = None,
     cache_version: str | int | None = None,
+    on_failure: "HookInput | None" = None,
+    on_success: "HookInput | None" = None,
 ) -> Callable[[F], Step]: ...
 def step(func: Callable[..., Any] | None = None, **options: Any) -> Any:
     """Decorate a function as a step, bare (`@step`) or with options (`@step(step_operator="gpu")`)."""

@@ -19,7 +19,7 @@ from sqlalchemy import (
 )
 
 # Bump together with a new file in migrations/versions; a test checks they agree.
-SCHEMA_HEAD = "0003"
+SCHEMA_HEAD = "0004"
 
 metadata = MetaData()
 
@@ -150,7 +150,14 @@ artifacts = Table(
     Column("size", BigInteger),
     Column("producer_step_run_id", ID(), ForeignKey("step_runs.id", ondelete="SET NULL")),
     Column("created", DateTime, nullable=False),
+    # artifacts by name: `Annotated[T, "name"]` outputs, `{pipeline}::{step}::{output}` for the others, and
+    # `save_artifact(data, name)`; versions "1", "2", ... per name (or one given explicitly), unique per name
+    Column("name", String(256)),
+    Column("version", String(64)),
+    Column("version_number", Integer),  # the version as a number when it is one: the next is max + 1
+    UniqueConstraint("name", "version", name="uq_artifacts_name_version"),
 )
+Index("ix_artifacts_name_created", artifacts.c.name, artifacts.c.created)
 
 step_run_artifacts = Table(
     "step_run_artifacts", metadata,
@@ -159,3 +166,18 @@ step_run_artifacts = Table(
     Column("name", String(256), primary_key=True),
     Column("artifact_id", ID(), ForeignKey("artifacts.id"), nullable=False),
 )
+
+#: `log_metadata(...)`: JSON values attached to a run, a step run or an artifact (exactly one of the three)
+run_metadata = Table(
+    "run_metadata", metadata,
+    Column("id", ID(), primary_key=True),
+    Column("run_id", ID(), ForeignKey("runs.id", ondelete="CASCADE")),
+    Column("step_run_id", ID(), ForeignKey("step_runs.id", ondelete="CASCADE")),
+    Column("artifact_id", ID(), ForeignKey("artifacts.id", ondelete="CASCADE")),
+    Column("key", String(256), nullable=False),
+    Column("value", JSON),
+    Column("created", DateTime, nullable=False),
+)
+Index("ix_run_metadata_run", run_metadata.c.run_id)
+Index("ix_run_metadata_step_run", run_metadata.c.step_run_id)
+Index("ix_run_metadata_artifact", run_metadata.c.artifact_id)

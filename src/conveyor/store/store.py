@@ -20,6 +20,10 @@ from conveyor.store.errors import translate, translated
 MIGRATION_LOCK_KEY = 0x636F6E7665796F72  # "conveyor"
 
 
+#: how often recording a step's named artifacts is tried when concurrent runs take the same version number
+_VERSION_RETRIES = 8
+
+
 def now() -> datetime:
     return datetime.now(timezone.utc).replace(tzinfo=None)
 
@@ -30,6 +34,10 @@ def new_id() -> str:
 
 class StoreError(StackError):
     """A store operation that cannot be done, with what to do instead."""
+
+
+class ArtifactVersionTakenError(StoreError):
+    """`save_artifact(..., version=V)` for a version of that name that already exists."""
 
 
 def _sqlite_engine(url: str) -> tuple[Engine, Engine]:
@@ -200,6 +208,50 @@ class MetadataStore:
                 raise StoreError(f"{type_.replace('_', '-')} {name!r} is used by stack(s) {', '.join(sorted(used))}: "
                                  f"remove it from them or delete them first (`conveyor stack delete NAME`)")
             c.execute(sa.delete(t.components).where(t.components.c.id == cid))
+
+    # -- component rename and copy (`conveyor <type> rename|copy`, conveyor.stack.lifecycle) ------------
+    def rename_component(self, type_: str, old: str, new: str) -> str:
+        """Give component `old` the name `new` and return its id; stacks keep it, as they hold its id.
+
+        A step operator that steps of an unfinished run use keeps its name: `conveyor run stop` and `run resume`
+        find a step's operator by the name recorded on the step run."""
+        cli = type_.replace("_", "-")
+        check_name(type_.replace("_", " "), new)
+        with self.write() as c:
+            cid = c.execute(sa.select(t.components.c.id).where(t.components.c.type == type_, t.components.c.name == old)).scalar()
+            if not cid:
+                raise StoreError(f"no {cli} named {old!r}: see `conveyor {cli} list`")
+            if old == new:
+                return cid
+            if c.execute(sa.select(t.components.c.id).where(t.components.c.type == type_, t.components.c.name == new)).scalar():
+                raise StoreError(f"a {cli} named {new!r} already exists: pick another name, or delete that one first "
+                                 f"(`conveyor {cli} delete {new}`)")
+            if type_ == "step_operator":
+                busy = c.execute(sa.select(t.runs.c.name).distinct().join(t.step_runs, t.step_runs.c.run_id == t.runs.c.id)
+                                 .where(t.step_runs.c.operator == old, t.step_runs.c.status.in_(("pending", "running")),
+                                        t.runs.c.status == "running").order_by(t.runs.c.name)).scalars().all()
+                if busy:
+                    raise StoreError(f"{cli} {old!r} runs steps of unfinished run(s) {', '.join(busy)}: let them finish, "
+                                     f"or stop them (`conveyor run stop {busy[0]}`), then rename it")
+            c.execute(sa.update(t.components).where(t.components.c.id == cid).values(name=new, updated=now()))
+            return cid
+
+    def copy_component(self, type_: str, source: str, target: str) -> str:
+        """A new component `target` with the flavor and config of `source`, in no stack; returns its id."""
+        import copy
+
+        cli = type_.replace("_", "-")
+        check_name(type_.replace("_", " "), target)
+        with self.write() as c:
+            row = c.execute(sa.select(t.components).where(t.components.c.type == type_, t.components.c.name == source)).first()
+            if row is None:
+                raise StoreError(f"no {cli} named {source!r}: see `conveyor {cli} list`")
+            if c.execute(sa.select(t.components.c.id).where(t.components.c.type == type_, t.components.c.name == target)).scalar():
+                raise StoreError(f"a {cli} named {target!r} already exists: pick another name for the copy")
+            cid, ts = new_id(), now()
+            c.execute(sa.insert(t.components).values(id=cid, type=type_, name=target, flavor=row.flavor,
+                                                     config=copy.deepcopy(row.config), created=ts, updated=ts))
+            return cid
 
     # -- stacks -----------------------------------------------------------------------------------
     def create_stack(self, name: str, component_ids: Sequence[str]) -> str:
@@ -385,7 +437,8 @@ class MetadataStore:
     def step_run_artifacts(self, step_run_ids: Sequence[str]) -> list[dict[str, Any]]:
         if not step_run_ids:
             return []
-        q = (sa.select(t.step_run_artifacts.c.step_run_id, t.step_run_artifacts.c.direction, t.step_run_artifacts.c.name, t.artifacts)
+        q = (sa.select(t.step_run_artifacts.c.step_run_id, t.step_run_artifacts.c.direction, t.step_run_artifacts.c.name,
+                       *[col for col in t.artifacts.c if col.name != "name"], t.artifacts.c.name.label("artifact_name"))
              .join(t.artifacts, t.artifacts.c.id == t.step_run_artifacts.c.artifact_id)
              .where(t.step_run_artifacts.c.step_run_id.in_(list(step_run_ids))))
         with self.read() as c:
@@ -424,11 +477,25 @@ class MetadataStore:
             return int(c.execute(sa.update(t.step_runs).where(*cond).values(cache_key=None)).rowcount or 0)
 
     def finish_step(self, step_run_id: str, *, status: str, inputs: dict[str, str], outputs: dict[str, dict[str, Any]],
-                    new_artifacts: Sequence[dict[str, Any]] = (), **fields: Any) -> None:
-        """Artifacts, links and the final status land together or not at all."""
+                    new_artifacts: Sequence[dict[str, Any]] = (), metadata: Sequence[dict[str, Any]] = (),
+                    **fields: Any) -> None:
+        """Artifacts (named ones get their version here), links, metadata and the final status land together or
+        not at all; two runs numbering the same name at once: the loser's insert fails and it counts again."""
+        for attempt in range(_VERSION_RETRIES):
+            try:
+                return self._finish_step(step_run_id, status=status, inputs=inputs, outputs=outputs,
+                                         new_artifacts=new_artifacts, metadata=metadata, **fields)
+            except sa.exc.IntegrityError:
+                if attempt == _VERSION_RETRIES - 1 or not any(a.get("name") for a in new_artifacts):
+                    raise
+
+    def _finish_step(self, step_run_id: str, *, status: str, inputs: dict[str, str],
+                     outputs: dict[str, dict[str, Any]], new_artifacts: Sequence[dict[str, Any]],
+                     metadata: Sequence[dict[str, Any]], **fields: Any) -> None:
         with self.write() as c:
             if new_artifacts:
-                c.execute(sa.insert(t.artifacts), [{**a, "created": now(), "producer_step_run_id": step_run_id} for a in new_artifacts])
+                numbered = self._number_versions(c, new_artifacts)
+                c.execute(sa.insert(t.artifacts), [{**a, "created": now(), "producer_step_run_id": step_run_id} for a in numbered])
             # a resumed run finishes a step again: its links from the failed attempt give way
             c.execute(sa.delete(t.step_run_artifacts).where(t.step_run_artifacts.c.step_run_id == step_run_id))
             links = [{"step_run_id": step_run_id, "direction": "input", "name": n, "artifact_id": a} for n, a in inputs.items()]
@@ -436,3 +503,169 @@ class MetadataStore:
             if links:
                 c.execute(sa.insert(t.step_run_artifacts), links)
             c.execute(sa.update(t.step_runs).where(t.step_runs.c.id == step_run_id).values(status=status, **fields))
+            self._put_metadata(c, metadata)
+        for row, done in zip(new_artifacts, numbered if new_artifacts else ()):  # committed: the caller learns them
+            row.update(version=done["version"], version_number=done["version_number"])  # type: ignore[attr-defined]
+
+    # -- artifacts by name and version; run metadata (conveyor.artifacts.registry, conveyor.metadata) ----------
+    def _number_versions(self, c: Connection, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Copies of `rows` with each named artifact's version: the one asked for ("version", refused when taken)
+        or the name's highest number plus one."""
+        numbered, taken_here = [], {}
+        for row in rows:
+            row = {"name": None, "version": None, "version_number": None, **row}
+            name = row.get("name")
+            if name:
+                asked = row.get("version")
+                if asked is None:
+                    if name not in taken_here:
+                        taken_here[name] = c.execute(sa.select(sa.func.max(t.artifacts.c.version_number))
+                                                     .where(t.artifacts.c.name == name)).scalar() or 0
+                    taken_here[name] += 1
+                    row["version"], row["version_number"] = str(taken_here[name]), taken_here[name]
+                else:
+                    asked = str(asked)
+                    exists = c.execute(sa.select(t.artifacts.c.id).where(t.artifacts.c.name == name,
+                                                                         t.artifacts.c.version == asked)).scalar()
+                    if exists:
+                        raise ArtifactVersionTakenError(
+                            f"artifact {name!r} already has a version {asked!r}: save it without version= to get the "
+                            f"next number, or pick another version (see `conveyor artifact list {name}`)")
+                    row["version"], row["version_number"] = asked, int(asked) if asked.isdigit() else None
+                    if asked.isdigit() and name in taken_here:
+                        taken_here[name] = max(taken_here[name], int(asked))
+            numbered.append(row)
+        return numbered
+
+    def register_artifact(self, row: dict[str, Any], metadata: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Record an artifact saved outside any step (`save_artifact`); returns the row with its version."""
+        for attempt in range(_VERSION_RETRIES):
+            try:
+                with self.write() as c:
+                    [numbered] = self._number_versions(c, [row])
+                    c.execute(sa.insert(t.artifacts).values(**{**numbered, "created": now()}))
+                    if metadata:
+                        self._put_metadata(c, [{"artifact_id": numbered["id"], "values": metadata}])
+                return numbered
+            except sa.exc.IntegrityError:
+                if attempt == _VERSION_RETRIES - 1:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _put_metadata(self, c: Connection, entries: Sequence[dict[str, Any]]) -> None:
+        """Each entry names one target (run_id, step_run_id or artifact_id) and its "values"; a key logged again
+        replaces the earlier value."""
+        ts = now()
+        for entry in entries:
+            target = {k: entry[k] for k in ("run_id", "step_run_id", "artifact_id") if entry.get(k)}
+            values = entry.get("values") or {}
+            if len(target) != 1 or not values:
+                continue
+            (column, ident), = target.items()
+            c.execute(sa.delete(t.run_metadata).where(t.run_metadata.c[column] == ident,
+                                                      t.run_metadata.c.key.in_(list(values))))
+            c.execute(sa.insert(t.run_metadata), [{"id": new_id(), column: ident, "key": k, "value": v, "created": ts}
+                                                  for k, v in values.items()])
+
+    def put_metadata(self, entries: Sequence[dict[str, Any]]) -> None:
+        with self.write() as c:
+            self._put_metadata(c, entries)
+
+    def metadata_of(self, column: str, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """id -> {key: value} for the targets `ids` of kind `column` ("run_id", "step_run_id", "artifact_id")."""
+        if not ids:
+            return {}
+        found: dict[str, dict[str, Any]] = {}
+        with self.read() as c:
+            rows = c.execute(sa.select(t.run_metadata.c[column], t.run_metadata.c.key, t.run_metadata.c.value)
+                             .where(t.run_metadata.c[column].in_(list(ids)))
+                             .order_by(t.run_metadata.c.created, t.run_metadata.c.key)).all()
+        for ident, key, value in rows:
+            found.setdefault(ident, {})[key] = value
+        return found
+
+    def _artifact_query(self) -> Any:
+        return (sa.select(t.artifacts, t.step_runs.c.name.label("producer_step_name"), t.step_runs.c.run_id.label("producer_run_id"),
+                          t.runs.c.name.label("producer_run_name"), t.runs.c.stack_name.label("stack_name"))
+                .outerjoin(t.step_runs, t.step_runs.c.id == t.artifacts.c.producer_step_run_id)
+                .outerjoin(t.runs, t.runs.c.id == t.step_runs.c.run_id))
+
+    def find_artifact_version(self, name_or_id: str, version: str | int | None = None) -> dict[str, Any] | None:
+        """By name and version, by name alone (the newest version), or by id."""
+        q = self._artifact_query()
+        with self.read() as c:
+            if version is not None:
+                row = c.execute(q.where(t.artifacts.c.name == name_or_id, t.artifacts.c.version == str(version))).first()
+                return dict(row._mapping) if row else None
+            row = c.execute(q.where(t.artifacts.c.id == name_or_id)).first()
+            if row is None:
+                row = c.execute(q.where(t.artifacts.c.name == name_or_id)
+                                .order_by(t.artifacts.c.created.desc(), t.artifacts.c.version_number.desc()).limit(1)).first()
+            return dict(row._mapping) if row else None
+
+    def list_artifact_versions(self, name: str | None = None) -> list[dict[str, Any]]:
+        """Named artifacts (of one name, or all), by name then oldest version first."""
+        q = self._artifact_query().where(t.artifacts.c.name.is_not(None) if name is None else t.artifacts.c.name == name)
+        with self.read() as c:
+            return [dict(r._mapping) for r in c.execute(q.order_by(t.artifacts.c.name, t.artifacts.c.created,
+                                                                   t.artifacts.c.version_number))]
+
+    def find_step_run(self, step_run_id: str) -> dict[str, Any] | None:
+        with self.read() as c:
+            row = c.execute(sa.select(t.step_runs).where(t.step_runs.c.id == step_run_id)).first()
+            return dict(row._mapping) if row else None
+
+    # -- pipelines and run deletion (`conveyor pipeline list`, `conveyor run delete`, conveyor.execution.run_deletion)
+    def run_name_taken(self, name: str) -> bool:
+        with self.read() as c:
+            return c.execute(sa.select(t.runs.c.id).where(t.runs.c.name == name)).first() is not None
+
+    def pipeline_summaries(self, name: str | None = None) -> list[dict[str, Any]]:
+        """Each pipeline (or the one named) with its run count and its newest run's row (None when it has none)."""
+        q = sa.select(t.pipelines).order_by(t.pipelines.c.name)
+        if name is not None:
+            q = q.where(t.pipelines.c.name == name)
+        counts = (sa.select(t.runs.c.pipeline_id, sa.func.count().label("n")).group_by(t.runs.c.pipeline_id))
+        with self.read() as c:
+            pipelines = [dict(r._mapping) for r in c.execute(q)]
+            n = {r.pipeline_id: r.n for r in c.execute(counts)}
+            for p in pipelines:
+                p["run_count"] = n.get(p["id"], 0)
+                last = c.execute(sa.select(t.runs).where(t.runs.c.pipeline_id == p["id"])
+                                 .order_by(t.runs.c.created.desc()).limit(1)).first()
+                p["last_run"] = {**last._mapping, "pipeline_name": p["name"]} if last else None
+        return pipelines
+
+    def delete_run(self, run_id: str, *, artifacts: bool) -> dict[str, Any]:
+        """Delete a run's records in one transaction; with `artifacts`, also the records of the artifacts its steps
+        produced that no step of another run uses (a later run's cache hit links the same artifact: it stays, as do
+        the outputs a cache hit of this run took from another run).
+
+        Returns {"logs": [uri...], "deleted": [artifact row...], "kept": [(artifact row, [run names])...]} for the
+        caller to remove the files of what was deleted."""
+        sr, sra, ar = t.step_runs, t.step_run_artifacts, t.artifacts
+        with self.write() as c:
+            step_ids = list(c.execute(sa.select(sr.c.id).where(sr.c.run_id == run_id)).scalars())
+            logs = [u for u in c.execute(sa.select(sr.c.logs_uri).where(sr.c.run_id == run_id)).scalars() if u]
+            deleted: list[dict[str, Any]] = []
+            kept: list[tuple[dict[str, Any], list[str]]] = []
+            if artifacts and step_ids:
+                # what its steps produced, and outputs whose producing run was deleted before (no producer left);
+                # a cache hit's outputs belong to the run that produced them
+                produced = sa.union(
+                    sa.select(ar.c.id.label("id")).join(sra, sra.c.artifact_id == ar.c.id).where(
+                        sra.c.step_run_id.in_(step_ids), sra.c.direction == "output", ar.c.producer_step_run_id.is_(None)),
+                    sa.select(ar.c.id.label("id")).where(ar.c.producer_step_run_id.in_(step_ids))).subquery()
+                for row in c.execute(sa.select(ar).where(ar.c.id.in_(sa.select(produced.c.id))).order_by(ar.c.created)):
+                    users = list(c.execute(
+                        sa.select(t.runs.c.name).distinct().join(sr, sr.c.run_id == t.runs.c.id)
+                        .join(sra, sra.c.step_run_id == sr.c.id)
+                        .where(sra.c.artifact_id == row.id, t.runs.c.id != run_id).order_by(t.runs.c.name)).scalars())
+                    (kept.append((dict(row._mapping), users)) if users else deleted.append(dict(row._mapping)))
+            if step_ids:
+                c.execute(sa.delete(sra).where(sra.c.step_run_id.in_(step_ids)))
+                c.execute(sa.delete(sr).where(sr.c.run_id == run_id))
+            c.execute(sa.delete(t.runs).where(t.runs.c.id == run_id))
+            if deleted:
+                c.execute(sa.delete(ar).where(ar.c.id.in_([a["id"] for a in deleted])))
+        return {"logs": logs, "deleted": deleted, "kept": kept}

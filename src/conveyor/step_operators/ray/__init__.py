@@ -7,7 +7,16 @@ Importing this package does not import ray: only `operator.py` (used when a comp
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from conveyor.step_operators._lazy import flavor_exports
+
+if TYPE_CHECKING:
+    from conveyor.step_operators.ray.flavor import (
+        RayStepOperatorConfig,
+        RayStepOperatorFlavor,
+        RayStepOperatorSettings,
+    )
 
 RAY_ADDRESS_ENV = "RAY_ADDRESS"
 
@@ -38,4 +47,6 @@ def connect(address: str | None = None, **init_kwargs: Any) -> Any:
     return ray
 
 
-__all__ = ["connect"]
+# the flavor's Settings, Config and Flavor classes, loaded on first use (docs/integrations.md)
+__getattr__, __dir__ = flavor_exports(__name__, "Ray")
+__all__ = ["connect", "RayStepOperatorConfig", "RayStepOperatorFlavor", "RayStepOperatorSettings"]

@@ -9,7 +9,14 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any
 
+from conveyor.step_operators._lazy import flavor_exports
+
 if TYPE_CHECKING:
+    from conveyor.step_operators.spark.flavor import (
+        SparkStepOperatorConfig,
+        SparkStepOperatorFlavor,
+        SparkStepOperatorSettings,
+    )
     from pyspark.sql import SparkSession
 
 #: set by the operator for the step: the master URL the step's session binds to (outside spark-submit too)
@@ -58,4 +65,7 @@ def stop_spark_session() -> None:
         session.stop()
 
 
-__all__ = ["get_spark_session", "stop_spark_session"]
+# the flavor's Settings, Config and Flavor classes, loaded on first use (docs/integrations.md)
+__getattr__, __dir__ = flavor_exports(__name__, "Spark")
+__all__ = ["get_spark_session", "stop_spark_session", "SparkStepOperatorConfig", "SparkStepOperatorFlavor",
+           "SparkStepOperatorSettings"]

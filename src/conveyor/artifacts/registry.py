@@ -1,0 +1,224 @@
+"""Artifacts by name and version: `save_artifact`, `load_artifact`, and the index that serves them everywhere.
+
+An output named by `Annotated[T, "name"]` is the artifact `name`; any other output is `{pipeline}::{step}::{output}`
+(ZenML's naming). Each time the launcher records one it gets the next version, "1", "2", ... (one the step asked
+for with `save_artifact(..., version=...)` is kept if free). Whoever records a version also writes a small index
+entry into the artifact store, `artifact_index/names/<name>/<version>.json` and `artifact_index/ids/<id>.json`,
+so a step on a step operator, which has no metadata store, can still load an artifact by name. Light: no
+pydantic, no SQLAlchemy (the remote side imports it).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
+from urllib.parse import quote
+
+from conveyor.exceptions import ConveyorError
+
+if TYPE_CHECKING:
+    from conveyor.artifacts.store import ArtifactStore
+    from conveyor.client import ArtifactView
+
+__all__ = ["INDEX_DIR", "ArtifactNotFoundError", "IndexEntry", "SavedArtifactVersion", "check_artifact_name",
+           "check_version", "default_artifact_name", "index_entries", "load_artifact", "read_index",
+           "read_index_by_id", "save_artifact", "write_index"]
+
+INDEX_DIR = "artifact_index"
+MAX_ARTIFACT_NAME = 256
+
+
+class ArtifactNotFoundError(ConveyorError, KeyError):
+    """No artifact of that name, version or id."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+@dataclass(frozen=True)
+class IndexEntry:
+    """One recorded artifact version, as the artifact store's index keeps it."""
+
+    id: str
+    name: str
+    version: str
+    uri: str
+    materializer: str
+    data_type: str
+    checksum: str | None
+    created: float
+
+    def load(self, store: "ArtifactStore") -> Any:
+        from conveyor.artifacts.materializers import load_artifact as load_at
+
+        return load_at(self.uri, store, self.materializer, self.data_type, checksum=self.checksum,
+                       label=f"artifact {self.name!r} version {self.version}")
+
+
+@dataclass(frozen=True)
+class SavedArtifactVersion:
+    """What `save_artifact` returns inside a step: the version is known once the launcher records it (None until
+    then, unless one was asked for)."""
+
+    id: str
+    name: str
+    version: str | None
+    uri: str
+
+
+def default_artifact_name(pipeline: str, step: str, output: str) -> str:
+    return f"{pipeline}::{step}::{output}"
+
+
+def check_artifact_name(name: object) -> str:
+    if not isinstance(name, str) or not name.strip() or name in (".", ".."):
+        raise ValueError(f"artifact name must be a non-empty string, got {name!r}")
+    if len(name) > MAX_ARTIFACT_NAME or any(ch in name for ch in "\n\r\t\0"):
+        raise ValueError(f"invalid artifact name {name[:60]!r}: at most {MAX_ARTIFACT_NAME} characters, no "
+                         "newlines, tabs or NUL")
+    return name
+
+
+def check_version(version: object) -> str | None:
+    """A version asked for: None (the next number), an int, or a name (`check_name` rules)."""
+    if version is None:
+        return None
+    if isinstance(version, bool) or not isinstance(version, (int, str)):
+        raise TypeError(f"artifact version must be an int or a string, got {version!r}")
+    from conveyor.config.names import check_name
+
+    return check_name("artifact version", str(version))
+
+
+def _name_dir(store: "ArtifactStore", name: str) -> str:
+    return store.join(INDEX_DIR, "names", quote(name, safe=""))
+
+
+def write_index(store: "ArtifactStore", entry: IndexEntry) -> None:
+    text = json.dumps(asdict(entry), sort_keys=True)
+    store.write_text(f"{_name_dir(store, entry.name)}/{quote(entry.version, safe='')}.json", text)
+    store.write_text(store.join(INDEX_DIR, "ids", f"{quote(entry.id, safe='')}.json"), text)
+
+
+def index_entries(store: "ArtifactStore", rows: Iterable[Mapping[str, Any]]) -> None:
+    """Index recorded artifact rows (those with a name and a version)."""
+    for row in rows:
+        if row.get("name") and row.get("version") is not None:
+            write_index(store, IndexEntry(row["id"], row["name"], str(row["version"]), row["uri"], row["materializer"],
+                                          row["data_type"], row.get("checksum"), time.time()))
+
+
+def remove_index(store: "ArtifactStore", rows: Iterable[Mapping[str, Any]]) -> None:
+    """Forget deleted artifact rows, so that a step loading by name never finds a version whose files are gone."""
+    for row in rows:
+        targets = [store.join(INDEX_DIR, "ids", f"{quote(row['id'], safe='')}.json")]
+        if row.get("name") and row.get("version") is not None:
+            targets.append(f"{_name_dir(store, row['name'])}/{quote(str(row['version']), safe='')}.json")
+        for uri in targets:
+            if store.exists(uri):
+                store.rm(uri)
+
+
+def _read(store: "ArtifactStore", uri: str) -> IndexEntry | None:
+    from conveyor.artifacts.store import ArtifactStoreError
+
+    try:
+        if not store.exists(uri):
+            return None
+        return IndexEntry(**json.loads(store.read_text(uri)))
+    except (ValueError, TypeError) as err:
+        raise ArtifactStoreError(f"artifact index entry {uri} is damaged ({err}): delete it and record that "
+                                 "artifact again", uri=uri) from None
+
+
+def read_index(store: "ArtifactStore", name: str, version: str | int | None = None) -> IndexEntry | None:
+    """The entry of `name` at `version`, or its newest one."""
+    directory = _name_dir(store, name)
+    if version is not None:
+        return _read(store, f"{directory}/{quote(str(version), safe='')}.json")
+    if not store.exists(directory):
+        return None
+    entries = [e for uri in store.ls(directory) if uri.endswith(".json") and (e := _read(store, uri)) is not None]
+    return max(entries, key=lambda e: (e.created, int(e.version) if e.version.isdigit() else -1), default=None)
+
+
+def read_index_by_id(store: "ArtifactStore", artifact_id: str) -> IndexEntry | None:
+    return _read(store, store.join(INDEX_DIR, "ids", f"{quote(artifact_id, safe='')}.json"))
+
+
+# -- the public functions ------------------------------------------------------------------------------------
+def save_artifact(data: Any, name: str, version: str | int | None = None, *,
+                  user_metadata: Mapping[str, Any] | None = None, **_ignored: Any) -> "SavedArtifactVersion | ArtifactView":
+    """Save `data` as a version of artifact `name` (ZenML's `save_artifact`).
+
+    Inside a step (any side) it is written under the step's attempt directory and recorded with the step when it
+    ends; outside one it is written to the active stack's artifact store and recorded at once. `version=` is
+    taken if free, else an error (inside a step: when the step records it, failing the step). ZenML's `tags`,
+    `extract_metadata`, `include_visualizations` are accepted and ignored.
+    """
+    name = check_artifact_name(name)
+    asked = check_version(version)
+    from conveyor.artifacts.materializers import save_artifact as save_at
+    from conveyor.metadata import checked_values
+    from conveyor.steps.context import MetadataRecord, SavedArtifact, current_step_context
+
+    values = checked_values(user_metadata) if user_metadata else None
+    artifact_id = uuid.uuid4().hex
+    context = current_step_context()
+    if context is not None:
+        store = context.artifact_store
+        if asked is not None and (read_index(store, name, asked) is not None
+                                  or any(s.name == name and s.version == asked for s in context.record.saved)):
+            raise ValueError(f"artifact {name!r} already has a version {asked!r}: save it without version= to get "
+                             "the next number, or pick another version")
+        uri = f"{context.attempt_uri}/saved/{artifact_id}"
+        meta = save_at(data, uri, store)
+        context.record.saved.append(SavedArtifact(artifact_id, name, asked, uri, meta.materializer, meta.data_type,
+                                                  meta.checksum, meta.size))
+        if values:
+            context.record.metadata.append(MetadataRecord("artifact", values, artifact_id=artifact_id))
+        return SavedArtifactVersion(artifact_id, name, asked, uri)
+    from conveyor.client import Client
+
+    client = Client()
+    store = client.active_stack.artifact_store.artifact_store()
+    uri = store.join("saved", artifact_id)
+    meta = save_at(data, uri, store)
+    row = client.store.register_artifact({"id": artifact_id, "uri": uri, "materializer": meta.materializer,
+                                          "data_type": meta.data_type, "checksum": meta.checksum, "size": meta.size,
+                                          "name": name, "version": asked}, values)
+    index_entries(store, [row])
+    return client.get_artifact_version(artifact_id)
+
+
+def load_artifact(name_or_id: str, version: str | int | None = None) -> Any:
+    """Load an artifact by name (the newest version, or `version`) or by id (ZenML's `load_artifact`).
+
+    Inside a step (any side) it reads the artifact store's index, after what this step saved itself; outside a
+    step it asks the metadata store. The content is checked against its recorded checksum either way.
+    """
+    from conveyor.steps.context import current_step_context
+
+    context = current_step_context()
+    if context is None:
+        from conveyor.client import Client
+
+        return Client().get_artifact_version(name_or_id, version).load()
+    wanted = None if version is None else str(version)
+    for saved in reversed(context.record.saved):  # this step's own saves, newest first
+        if (saved.name == name_or_id and wanted in (None, saved.version)) or (saved.id == name_or_id and wanted is None):
+            from conveyor.artifacts.materializers import load_artifact as load_at
+
+            return load_at(saved.uri, context.artifact_store, saved.materializer, saved.data_type,
+                           checksum=saved.checksum, label=f"artifact {saved.name!r}")
+    store = context.artifact_store
+    entry = read_index(store, name_or_id, version)
+    if entry is None and version is None:
+        entry = read_index_by_id(store, name_or_id)
+    if entry is None:
+        which = f"version {version} of artifact {name_or_id!r}" if version is not None else f"artifact {name_or_id!r}"
+        raise ArtifactNotFoundError(f"no {which} in the artifact store at {store.root}: see `conveyor artifact list`")
+    return entry.load(store)

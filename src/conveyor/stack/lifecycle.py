@@ -1,0 +1,132 @@
+"""Renaming, copying and resetting fields of registered components: what `conveyor <type> rename | copy |
+remove-attribute` do, here so that the CLI only prints and a script can do the same."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from conveyor.exceptions import ConfigError, StackError
+from conveyor.stack.component import ComponentType
+
+if TYPE_CHECKING:
+    from conveyor.stack.registry import FlavorRegistry
+    from conveyor.store.store import MetadataStore
+
+__all__ = ["ComponentCopy", "ComponentRename", "FieldsReset", "copy_component", "remove_attributes",
+           "rename_component", "stacks_using"]
+
+
+def _label(type_: ComponentType) -> str:
+    return type_.value.replace("_", " ")
+
+
+@dataclass(frozen=True)
+class ComponentRename:
+    """A component renamed in place: same id, so the stacks that hold it keep it."""
+
+    type: ComponentType
+    id: str
+    old_name: str
+    new_name: str
+    stacks: tuple[str, ...]
+
+    @property
+    def code_note(self) -> str | None:
+        """What else names it: steps pick a step operator by name, in code and in run configs."""
+        if self.type is not ComponentType.STEP_OPERATOR or self.old_name == self.new_name:
+            return None
+        return (f"steps that name the step operator {self.old_name!r} (`@step(step_operator={self.old_name!r})`, "
+                f"`.with_options(step_operator={self.old_name!r})`, `step_operator: {self.old_name}` in a run config) "
+                f"must now name {self.new_name!r}; runs recorded before keep the old name")
+
+
+@dataclass(frozen=True)
+class ComponentCopy:
+    """A new component with the source's flavor and config, in no stack yet."""
+
+    type: ComponentType
+    id: str
+    source: str
+    name: str
+    flavor: str
+
+
+@dataclass(frozen=True)
+class FieldsReset:
+    """Config fields put back to their defaults (removed from the stored config)."""
+
+    type: ComponentType
+    name: str
+    reset: tuple[str, ...]
+    already_default: tuple[str, ...]
+    config: dict[str, Any]
+
+
+def stacks_using(store: "MetadataStore", component_id: str) -> list[str]:
+    """Names of the stacks that hold the component, sorted."""
+    out = []
+    for stack_name in store.list_stacks():
+        record = store.get_stack(stack_name)
+        if record and any(c["id"] == component_id for c in record["components"]):
+            out.append(stack_name)
+    return out
+
+
+def rename_component(store: "MetadataStore", type_: ComponentType | str, old: str, new: str) -> ComponentRename:
+    """Rename `old` to `new` (a valid, free name); its id, config and stacks stay."""
+    ctype = ComponentType(type_)
+    cid = store.rename_component(ctype.value, old, new)
+    return ComponentRename(ctype, cid, old, new, tuple(stacks_using(store, cid)))
+
+
+def copy_component(store: "MetadataStore", type_: ComponentType | str, source: str, target: str) -> ComponentCopy:
+    """Register `target` with the flavor and config of `source` (a new id; added to no stack)."""
+    ctype = ComponentType(type_)
+    cid = store.copy_component(ctype.value, source, target)
+    record = store.get_component_by_id(cid)
+    assert record is not None
+    return ComponentCopy(ctype, cid, source, target, record["flavor"])
+
+
+def remove_attributes(store: "MetadataStore", registry: "FlavorRegistry", type_: ComponentType | str, name: str,
+                      attributes: Sequence[str]) -> FieldsReset:
+    """Reset config fields of component `name` to their defaults; the result is validated before it is saved.
+
+    A field without a default cannot be reset, and a name that is not a field of the flavor's config is refused
+    with the valid ones: nothing is written in either case."""
+    from conveyor.config.base import validate_strict
+
+    ctype = ComponentType(type_)
+    label, cli = _label(ctype), ctype.cli_name
+    if not attributes:
+        raise ConfigError(f"no field to reset: `conveyor {cli} remove-attribute {name} FIELD [FIELD...]`")
+    record = store.get_component(ctype.value, name)
+    if record is None:
+        raise StackError(f"no {label} named {name!r}: see `conveyor {cli} list`")
+    config_class = registry.get(ctype, record["flavor"]).config_class
+    fields = config_class.model_fields
+    where = f"{label} {name!r} (flavor {record['flavor']!r})"
+    wanted = list(dict.fromkeys(attributes))
+    unknown = [a for a in wanted if a not in fields]
+    if unknown:
+        hints = []
+        for key in unknown:
+            close = difflib.get_close_matches(key.replace("-", "_"), list(fields), n=1, cutoff=0.6)
+            hints.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+        raise ConfigError(f"{where} has no field {', '.join(hints)}. Fields of {config_class.__name__}: "
+                          f"{', '.join(fields) or '(none)'}")
+    required = [a for a in wanted if fields[a].is_required()]
+    if required:
+        example = " ".join(f"--{a}=VALUE" for a in required)
+        raise ConfigError(f"cannot reset {', '.join(repr(a) for a in required)} of {where}: required, with no default "
+                          f"to go back to. Change the value instead: `conveyor {cli} update {name} {example}`")
+    config = dict(record["config"] or {})
+    reset = tuple(a for a in wanted if a in config)
+    remaining = {k: v for k, v in config.items() if k not in wanted}
+    validate_strict(config_class, remaining, where)
+    if reset:
+        store.update_component(ctype.value, name, remaining)
+    return FieldsReset(ctype, name, reset, tuple(a for a in wanted if a not in config), remaining)
