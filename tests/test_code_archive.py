@@ -9,7 +9,7 @@ import textwrap
 from pathlib import Path
 
 from conveyor.artifacts.store import ArtifactStore
-from conveyor.execution import code_archive
+from conveyor.artifacts import code_archive
 
 
 def _tree(root: Path) -> None:

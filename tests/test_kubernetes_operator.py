@@ -298,8 +298,8 @@ def test_a_step_runs_as_a_job_and_its_outputs_reach_the_next_step(k8s: Any, monk
     token = "tok-81f2-secret"
     real = launcher.entrypoint_request
 
-    def with_token(info: Any, store: Any) -> Any:  # stands in for an artifact store credential
-        command, env = real(info, store)
+    def with_token(info: Any, store: Any, *rest: Any) -> Any:  # stands in for an artifact store credential
+        command, env = real(info, store, *rest)
         return command, {**env, "API_TOKEN": token}
 
     monkeypatch.setattr(launcher, "entrypoint_request", with_token)

@@ -205,15 +205,15 @@ def test_entrypoint_config_class_reaches_dry_run_and_defaults_to_the_base_class(
 
 
 def test_force_write_logs_stores_the_held_log_of_a_remote_store_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A log kept for a store without append is rewritten every LIVE_LOG_FLUSH_S; force_write_logs() writes it
+    """A log kept for a store without append is stored every LIVE_LOG_FLUSH_S; force_write_logs() writes it
     now (here the interval is an hour, so only the call can have written it)."""
     from types import SimpleNamespace
 
     from conveyor.artifacts.store import ArtifactStore
-    from conveyor.execution import launcher
+    from conveyor.execution import launcher, logs
     from conveyor.step_operators.info import LogWriter
 
-    monkeypatch.setattr(launcher, "LIVE_LOG_FLUSH_S", 3600.0)
+    monkeypatch.setattr(logs, "LIVE_LOG_FLUSH_S", 3600.0)
     store = ArtifactStore("memory://force-write-logs")
     assert store.local_path("memory://force-write-logs/log.txt") is None
     step = launcher.StepLauncher.__new__(launcher.StepLauncher)
@@ -221,13 +221,15 @@ def test_force_write_logs_stores_the_held_log_of_a_remote_store_at_once(monkeypa
     step.name = "train"
     writer = LogWriter()
     log_uri = "memory://force-write-logs/log.txt"
-    sink, close = step._log_sink(log_uri, writer)
-    sink("submitting the job\n")
+    log = step._open_log(log_uri, writer)
+    log.append("submitting the job\n")
     assert not store.exists(log_uri)  # held: the timer would write it in an hour
+    assert logs.read_log(store, log_uri) == ""  # no chunk either
     writer()
-    assert store.read_text(log_uri) == "submitting the job\n"
-    sink("job started\n")
-    close()
+    # while the step runs the log is stored in chunks (execution/logs.py): read as every reader reads it
+    assert logs.read_log(store, log_uri) == "submitting the job\n"
+    log.append("job started\n")
+    log.close()
     assert store.read_text(log_uri) == "submitting the job\njob started\n"
     writer()  # after the step: nothing held, nothing to do
 

@@ -32,15 +32,15 @@ _LAZY = {
     "StepRetryConfig": "conveyor.config.resources",
     "get_step_context": "conveyor.steps.context",
     "log_metadata": "conveyor.metadata",
-    "save_artifact": "conveyor.artifacts.registry",
-    "load_artifact": "conveyor.artifacts.registry",
+    "save_artifact": "conveyor.artifacts.by_name",
+    "load_artifact": "conveyor.artifacts.by_name",
 }
 
 if TYPE_CHECKING:
     from conveyor.client import Client
     from conveyor.config.resources import ResourceSettings, StepRetryConfig
     from conveyor.enums import ExecutionStatus
-    from conveyor.artifacts.registry import load_artifact, save_artifact
+    from conveyor.artifacts.by_name import load_artifact, save_artifact
     from conveyor.metadata import log_metadata
     from conveyor.pipelines.pipeline import pipeline
     from conveyor.steps.context import get_step_context

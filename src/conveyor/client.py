@@ -1,12 +1,16 @@
-"""Read-only views of runs, steps and artifacts, and the active stack. No business logic lives here."""
+"""Views of runs, steps and artifacts, the active stack, and the calls that steer runs and manage components.
+
+No business logic lives here: reads build views from the store, and every action (stop, resume, follow logs,
+register/update/delete a component) calls the library function that the CLI calls too."""
 
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from conveyor.enums import ExecutionStatus
 from conveyor.exceptions import ConveyorError
@@ -15,7 +19,10 @@ if TYPE_CHECKING:
     from conveyor.artifacts.store import ArtifactStore
     from conveyor.config.resources import ResourceSettings
     from conveyor.context import Context
+    from conveyor.execution.run import FinishedRun
     from conveyor.execution.run_deletion import RunDeletion
+    from conveyor.execution.steering import LogChunk, RunStop
+    from conveyor.stack.lifecycle import ComponentCopy, ComponentRename, ComponentSaved
     from conveyor.stack.stack import Stack
 
 
@@ -97,10 +104,10 @@ class StepRunView:
         return self.config.step_operator
 
     def logs(self) -> str:
-        """The step's stored output ('' when it produced none or ran from cache)."""
-        if not self.logs_uri or not self._store.exists(self.logs_uri):
-            return ""
-        return self._store.read_text(self.logs_uri)
+        """The step's stored output ('' when it produced none or ran from cache), so far while it runs."""
+        from conveyor.execution.logs import read_log
+
+        return read_log(self._store, self.logs_uri)
 
 
 @dataclass(frozen=True)
@@ -169,10 +176,9 @@ class Client:
         return self.context.load_stack()
 
     def _artifact_store(self, stack_name: str) -> "ArtifactStore":
-        try:
-            return self.context.load_stack(stack_name).artifact_store.artifact_store()
-        except ConveyorError:
-            return self.active_stack.artifact_store.artifact_store()
+        from conveyor.execution.steering import run_artifact_store
+
+        return run_artifact_store(self.context, stack_name)
 
     def get_pipeline_run(self, name_id_or_prefix: str, run_name: str | bool | None = None, *,
                          allow_name_prefix_match: bool = True, hydrate: bool = True) -> PipelineRun:
@@ -206,6 +212,73 @@ class Client:
         from conveyor.execution.run_deletion import delete_pipeline_run
 
         return delete_pipeline_run(self.context, name_or_id, delete_artifacts=delete_artifacts)
+
+    # -- steering runs (conveyor.execution.steering) -------------------------------------------------------------
+    def stop_run(self, name_or_id: str, *, wait_s: float = 15.0,
+                 on_message: Callable[[str], None] | None = None) -> "RunStop":
+        """Stop a run, from any process: as `conveyor run stop`. `.requested` is False when it had already ended;
+        `on_message` hears each backend job cancelled. Raises when a live orchestrator has not stopped the run
+        within `wait_s`, naming what to check."""
+        from conveyor.execution.steering import stop_run
+
+        return stop_run(self.context, name_or_id, wait_s=wait_s, on_message=on_message)
+
+    def resume_run(self, name_or_id: str) -> PipelineRun:
+        """Finish a run whose orchestrator died, or that failed or was stopped, in this process: as
+        `conveyor run resume`. Raises RunFailedError (with the run's view) when steps fail again."""
+        from conveyor.execution.resume import resume_run
+
+        return finished_run_view(resume_run(name_or_id, self.context), self)
+
+    def follow_logs(self, name_or_id: str, step: str | None = None) -> Iterator[str]:
+        """The stored output of `step` of a run as it is written, until the step ends (all steps, as `[step] `
+        lines, when None): `for text in Client().follow_logs(run, "train"): print(text, end="")`."""
+        for chunk in self.follow_log_events(name_or_id, step):
+            if chunk.text:
+                yield chunk.text
+
+    def follow_log_events(self, name_or_id: str, step: str | None = None) -> Iterator["LogChunk"]:
+        """As `follow_logs`, with the follow's events too: a retry's new attempt, an abandoned run."""
+        from conveyor.execution.steering import follow_run_logs
+
+        return follow_run_logs(self.context, name_or_id, step)
+
+    # -- components (conveyor.stack.lifecycle) ---------------------------------------------------------------------
+    def register_component(self, component_type: str, name: str, flavor: str, /,
+                           **config: Any) -> "ComponentSaved":
+        """Register a stack component: `register_component("step_operator", "gpu", "local", pending_timeout="10m")`,
+        validated as `conveyor step-operator register` validates it."""
+        from conveyor.stack.lifecycle import register_component
+
+        return register_component(self.store, self.context.registry, component_type, name, flavor, config)
+
+    def update_component(self, component_type: str, name: str, /, **changes: Any) -> "ComponentSaved":
+        """Merge `changes` into a component's config; the result is validated before it is saved."""
+        from conveyor.stack.lifecycle import update_component
+
+        return update_component(self.store, self.context.registry, component_type, name, changes)
+
+    def delete_component(self, component_type: str, name: str) -> None:
+        """Delete a component; refused while a stack holds it."""
+        from conveyor.stack.lifecycle import delete_component
+
+        delete_component(self.store, component_type, name)
+
+    def rename_component(self, component_type: str, name: str, new_name: str) -> "ComponentRename":
+        from conveyor.config.names import check_name
+        from conveyor.stack.lifecycle import get_component, rename_component
+
+        check_name(component_type.replace("_", " "), new_name)
+        get_component(self.store, component_type, name)
+        return rename_component(self.store, component_type, name, new_name)
+
+    def copy_component(self, component_type: str, source: str, target: str) -> "ComponentCopy":
+        from conveyor.config.names import check_name
+        from conveyor.stack.lifecycle import copy_component, get_component
+
+        check_name(component_type.replace("_", " "), target)
+        get_component(self.store, component_type, source)
+        return copy_component(self.store, component_type, source, target)
 
     def _pipeline_view(self, row: dict[str, Any]) -> PipelineView:
         last = row.get("last_run")
@@ -278,3 +351,13 @@ class Client:
                             producer_step_run_id=row["producer_step_run_id"],
                             producer_step_name=row.get("producer_step_name"), producer_run_id=row.get("producer_run_id"),
                             producer_run_name=row.get("producer_run_name"), created=row["created"])
+
+
+def finished_run_view(finished: "FinishedRun", client: Client | None = None) -> PipelineRun:
+    """The view of a run execution has just ended; RunFailedError, carrying that view, when steps failed."""
+    from conveyor.exceptions import RunFailedError
+
+    run = (client or Client()).get_pipeline_run(finished.run_id)
+    if finished.failures:
+        raise RunFailedError(run, finished.failures)
+    return run

@@ -134,7 +134,7 @@ class Context:
             known = ", ".join(self.store.list_stacks()) or "(none)"
             raise StackError(f"no stack named {name!r}. Stacks: {known}. Register one with "
                              f"`conveyor stack register {name} -o ORCHESTRATOR -a ARTIFACT_STORE [-s STEP_OPERATOR]`.")
-        return Stack(name, record["components"], self.registry)
+        return Stack(name, record["components"], self.registry, self.vault)
 
 
 _contexts: dict[tuple[Path, str | None], Context] = {}

@@ -7,8 +7,10 @@ Members are plain strings too (`StrEnum`): a status read from the store compares
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import TypeVar
 
-__all__ = ["ExecutionStatus"]
+__all__ = ["ACTIVE_STATUSES", "SUCCESSFUL_STATUSES", "UNSUCCESSFUL_STATUSES", "ExecutionStatus", "FailureKind",
+           "StepStatus"]
 
 
 class ExecutionStatus(StrEnum):
@@ -36,7 +38,12 @@ class ExecutionStatus(StrEnum):
     @property
     def is_successful(self) -> bool:
         """True when the outputs exist: computed now or reused from the cache."""
-        return self in (ExecutionStatus.COMPLETED, ExecutionStatus.CACHED)
+        return self in SUCCESSFUL_STATUSES
+
+    @property
+    def is_active(self) -> bool:
+        """True while the step or run has not ended: waiting to start or running."""
+        return self in ACTIVE_STATUSES
 
     @property
     def is_failed(self) -> bool:
@@ -45,11 +52,50 @@ class ExecutionStatus(StrEnum):
     @classmethod
     def of(cls, value: str) -> "ExecutionStatus | str":
         """The member for a stored status; an unknown value (a newer writer's) stays the plain string."""
-        try:
-            return cls(value)
-        except ValueError:
-            return value
+        return _member_or_value(cls, value)
 
 
-_FINISHED = frozenset({ExecutionStatus.COMPLETED, ExecutionStatus.CACHED, ExecutionStatus.FAILED,
-                       ExecutionStatus.STOPPED, ExecutionStatus.SKIPPED})
+#: a step's status is a run's status: one list of values, whichever name the code reads better with
+StepStatus = ExecutionStatus
+
+#: the sets the orchestrator, resume and the CLI decide by (members hash as their strings: `"cached" in` works)
+SUCCESSFUL_STATUSES = frozenset({ExecutionStatus.COMPLETED, ExecutionStatus.CACHED})
+#: ended without outputs: downstream steps cannot run
+UNSUCCESSFUL_STATUSES = frozenset({ExecutionStatus.FAILED, ExecutionStatus.STOPPED, ExecutionStatus.SKIPPED})
+ACTIVE_STATUSES = frozenset({ExecutionStatus.PENDING, ExecutionStatus.RUNNING})
+_FINISHED = SUCCESSFUL_STATUSES | UNSUCCESSFUL_STATUSES
+_E = TypeVar("_E", bound=StrEnum)
+
+
+class FailureKind(StrEnum):
+    """Why a step failed, as stored (`failure_kind`), written in result.json and carried by StepFailedError.
+
+    What the launcher does next depends on it: the step's own failures (`USER`, `MEMORY`, `CRASH`, `TIMEOUT`) are
+    retried by the step's retry settings, `INFRASTRUCTURE` by the operator's `infrastructure_retries`, the rest never.
+    """
+
+    USER = "user"  # the step's code raised (or called sys.exit)
+    MEMORY = "memory"  # out of memory, or killed at its memory limit
+    CRASH = "crash"  # the step's process died without writing a result
+    TIMEOUT = "timeout"  # ran longer than the step's timeout
+    PENDING = "pending"  # waited in the backend's queue past pending_timeout, or can never start there
+    INFRASTRUCTURE = "infrastructure"  # preempted, node lost, job vanished
+    STOPPED = "stopped"  # `conveyor run stop`, Ctrl-C, or a job cancelled outside Conveyor
+    RESOURCES = "resources"  # the request can never be honoured by this operator
+    SUBMIT = "submit"  # the backend refused the job
+    RESULT = "result"  # result.json unreadable, or missing after a clean exit
+    STORE = "store"  # the artifact store failed (full, read-only, unreachable)
+    JOB_SPEC = "job_spec"  # the remote side could not use its job spec
+    INTERNAL = "internal"  # a bug of ours
+
+    @classmethod
+    def of(cls, value: str) -> "FailureKind | str":
+        """The member for a stored kind; an unknown value (a newer writer's) stays the plain string."""
+        return _member_or_value(cls, value)
+
+
+def _member_or_value(enum: type[_E], value: str) -> _E | str:
+    try:
+        return enum(value)
+    except ValueError:
+        return value

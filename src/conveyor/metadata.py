@@ -104,9 +104,9 @@ def log_metadata(
     if context is not None:
         context.record.metadata.append(record)
         return
-    from conveyor.client import Client
+    from conveyor.context import get_context
 
-    store = Client().store
+    store = get_context().store
     store.put_metadata([{**resolve_target(store, record), "values": values}])
 
 

@@ -178,21 +178,15 @@ def get_ctx() -> "Context":
 
 def component_record(ctx: "Context", kind: Kind, name: str) -> dict[str, Any]:
     """The stored component, or a clear error listing the registered ones and how to register this one."""
-    record = ctx.store.get_component(kind.value, name)
-    if record is None:
-        known = ", ".join(c["name"] for c in ctx.store.list_components(kind.value)) or "(none)"
-        fail(f"no {kind.label} named {name!r}. Registered {kind.label}s: {known} (see `conveyor {kind.cli} list`); "
-             f"register one with `conveyor {kind.cli} register {name} --flavor=FLAVOR`")
-    return record
+    from conveyor.stack.lifecycle import get_component
+
+    return get_component(ctx.store, kind.value, name)
 
 
 def stacks_using(ctx: "Context", component_id: str) -> list[str]:
-    out = []
-    for name in ctx.store.list_stacks():
-        record = ctx.store.get_stack(name)
-        if record and any(c["id"] == component_id for c in record["components"]):
-            out.append(name)
-    return out
+    from conveyor.stack.lifecycle import stacks_using as using
+
+    return using(ctx.store, component_id)
 
 
 def mask_url(url: str) -> str:
@@ -249,36 +243,6 @@ def _is_number(tok: str) -> bool:
     except ValueError:
         return False
     return True
-
-
-def validate_config(config_class: Any, data: dict[str, Any], where: str) -> Any:
-    """Validate before anything is written; an unknown field names the valid ones (and the likely one)."""
-    import difflib
-
-    from conveyor.config.base import validate_strict
-    from conveyor.exceptions import ConfigError
-
-    valid = list(config_class.model_fields)
-    unknown = [k for k in data if k not in valid]
-    if unknown:
-        hints = []
-        for key in unknown:
-            close = difflib.get_close_matches(key.replace("-", "_"), valid, n=1, cutoff=0.6)
-            hints.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
-        raise ConfigError(f"{where}: unknown field{'s' if len(unknown) > 1 else ''} {', '.join(hints)}. "
-                          f"Valid fields of {config_class.__name__}: {', '.join(valid) or '(none)'}")
-    return validate_strict(config_class, data, where)
-
-
-def config_to_store(model: Any, raw: dict[str, Any]) -> dict[str, Any]:
-    """The normalised values the user set (`10m` -> 600.0); secrets keep their raw value, not pydantic's mask."""
-    from pydantic import SecretBytes, SecretStr
-
-    dumped = model.model_dump(mode="json", exclude_unset=True)
-    for key in dumped:
-        if isinstance(getattr(model, key, None), (SecretStr, SecretBytes)):
-            dumped[key] = raw[key]
-    return dumped
 
 
 #: what a secret config value shows as, in tables and in JSON alike

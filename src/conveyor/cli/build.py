@@ -74,14 +74,17 @@ def build(pipeline_ref: str, stack_name: str | None, verbose: bool) -> None:
         if resolved.operator is None:
             continue
         operator = stack.step_operator(resolved.operator)
-        step_image = getattr(operator, "step_image", None)
-        if step_image is None:
+        build_image = getattr(operator, "build_image", None)  # a container flavor (step_operators/container.py)
+        if build_image is None:
             continue
         info = build_step_info(stack, snapshot, name, operator, run_id="build", run_name="build",
                                step_run_id="build", attempt=1, attempt_uri="")
         log = (lambda text: click.echo(text, nl=False, err=True)) if verbose else None
-        ref, built = step_image(info, store_root=store_root,
-                                code_root=snapshot.step_spec(name)["source"].get("code_root"), log=log)
+        image = build_image(info, store_root=store_root,
+                            code_root=snapshot.step_spec(name)["source"].get("code_root"), log=log)
+        if image is None:  # it runs in an environment the backend provides
+            continue
+        ref, built = image
         was_built, steps = images.get(ref, (False, []))
         images[ref] = (was_built or built, [*steps, name])
     if not images:

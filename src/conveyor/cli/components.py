@@ -14,7 +14,6 @@ from conveyor.cli._common import (
     Kind,
     config_for_display,
     config_summary,
-    config_to_store,
     config_values,
     emit,
     fail,
@@ -26,7 +25,6 @@ from conveyor.cli._common import (
     show,
     stacks_using,
     table,
-    validate_config,
 )
 from conveyor.config.names import check_name
 
@@ -89,18 +87,11 @@ def make_group(kind: Kind) -> click.Group:
     @click.option("-f", "--flavor", required=True, help="The flavor (see `flavor list`).")
     @click.argument("args", nargs=-1, type=click.UNPROCESSED, metavar="NAME [--FIELD=VALUE]...")
     def register(flavor: str, args: tuple[str, ...]) -> None:
-        name, fields = _name_and_fields(kind, args)
-        check_name(kind.label, name)
-        ctx = get_ctx()
-        if ctx.store.get_component(kind.value, name) is not None:
-            fail(f"a {kind.label} named {name!r} already exists: pick another name, or change it with "
-                 f"`conveyor {kind.cli} update {name} --field=value`")
-        flavor_obj = ctx.registry.get(kind.value, flavor)
-        from conveyor.integrations import require_flavor_integration
+        from conveyor.client import Client
 
-        require_flavor_integration(kind.value, flavor)  # not installed: the exact pip command, before saving
-        model = validate_config(flavor_obj.config_class, fields, f"{kind.label} {name!r} (flavor {flavor!r})")
-        ctx.store.create_component(kind.value, name, flavor, config_to_store(model, fields))
+        name, fields = _name_and_fields(kind, args)
+        ctx = get_ctx()
+        Client(ctx).register_component(kind.value, name, flavor, **fields)
         say(f"Registered {kind.label} {name!r} (flavor {flavor!r}).", style="green")
         if kind is STEP_OPERATOR:
             say(f"Add it to a stack with `conveyor stack update {ctx.active_stack_name} -s {name}`, then use it with "
@@ -178,20 +169,10 @@ def make_group(kind: Kind) -> click.Group:
     """)
     @click.argument("args", nargs=-1, type=click.UNPROCESSED, metavar="NAME --FIELD=VALUE...")
     def update(args: tuple[str, ...]) -> None:
-        name, fields = _name_and_fields(kind, args)
-        if "flavor" in fields:
-            fail(f"the flavor of a {kind.label} cannot change: `conveyor {kind.cli} delete {name}` and register it again")
-        if not fields:
-            fail(f"nothing to change: give config fields, e.g. `conveyor {kind.cli} update {name} --field=value`")
-        ctx = get_ctx()
-        r = component_record(ctx, kind, name)
-        flavor = ctx.registry.get(kind.value, r["flavor"])
-        from conveyor.integrations import require_flavor_integration
+        from conveyor.client import Client
 
-        require_flavor_integration(kind.value, r["flavor"])
-        merged = {**(r["config"] or {}), **fields}
-        model = validate_config(flavor.config_class, merged, f"{kind.label} {name!r} (flavor {r['flavor']!r})")
-        ctx.store.update_component(kind.value, name, config_to_store(model, merged))
+        name, fields = _name_and_fields(kind, args)
+        Client(get_ctx()).update_component(kind.value, name, **fields)
         say(f"Updated {kind.label} {name!r}: {', '.join(f'{k}={v}' for k, v in fields.items())}.", style="green")
 
     @group.command("delete", help=f"""Delete {kind.label} NAME; refused while a stack uses it.
@@ -202,15 +183,9 @@ def make_group(kind: Kind) -> click.Group:
     """)
     @click.argument("name")
     def delete(name: str) -> None:
-        ctx = get_ctx()
-        r = component_record(ctx, kind, name)
-        used = stacks_using(ctx, r["id"])
-        if used:
-            how = (f"`conveyor stack update {used[0]} --remove-step-operator {name}`" if kind is STEP_OPERATOR
-                   else f"`conveyor stack update {used[0]} -{'o' if kind.value == 'orchestrator' else 'a'} OTHER`")
-            fail(f"{kind.label} {name!r} is used by stack(s) {', '.join(used)}: remove it from them first ({how}) "
-                 "or delete those stacks (`conveyor stack delete NAME`)")
-        ctx.store.delete_component(kind.value, name)
+        from conveyor.client import Client
+
+        Client(get_ctx()).delete_component(kind.value, name)
         say(f"Deleted {kind.label} {name!r}.", style="green")
 
     @group.command("rename", help=f"""Rename {kind.label} NAME to NEW_NAME.

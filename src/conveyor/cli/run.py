@@ -2,26 +2,28 @@
 
 from __future__ import annotations
 
-import codecs
 import sys
-import time
 from typing import TYPE_CHECKING, Any
 
 import click
 
 from conveyor.cli._common import (emit, fail, fmt_duration, fmt_time, get_ctx, note, output_option, say, show, table,
                                   utcnow)
-from conveyor.execution.liveness import orchestrator_alive, owner, shown_status
+from conveyor.enums import SUCCESSFUL_STATUSES, StepStatus
+from conveyor.execution.liveness import shown_status
 
 if TYPE_CHECKING:
-    from conveyor.artifacts.store import ArtifactStore
     from conveyor.client import PipelineRun, StepRunView
     from conveyor.context import Context
 
-STEP_ACTIVE = ("pending", "running")
-STATUSES = ("running", "completed", "failed", "stopped", "abandoned")
-_STYLES = {"completed": "green", "cached": "cyan", "running": "yellow", "pending": "dim", "failed": "red",
-           "stopped": "magenta", "skipped": "dim", "abandoned": "bold red"}
+#: `run list --status` choices: stored run statuses (plain values: click matches enum members by name), and
+#: "abandoned", a running run whose orchestrator is gone (shown, never stored)
+ABANDONED = "abandoned"
+STATUSES = (*(s.value for s in (StepStatus.RUNNING, StepStatus.COMPLETED, StepStatus.FAILED, StepStatus.STOPPED)),
+            ABANDONED)
+_STYLES = {StepStatus.COMPLETED: "green", StepStatus.CACHED: "cyan", StepStatus.RUNNING: "yellow",
+           StepStatus.PENDING: "dim", StepStatus.FAILED: "red", StepStatus.STOPPED: "magenta", StepStatus.SKIPPED: "dim",
+           ABANDONED: "bold red"}
 
 
 def styled(status: str) -> str:
@@ -42,17 +44,8 @@ def _get_run(ctx: "Context", ref: str) -> "PipelineRun":
     return Client(ctx).get_pipeline_run(ref)
 
 
-def _artifacts(ctx: "Context", stack_name: str) -> "ArtifactStore":
-    from conveyor.exceptions import ConveyorError
-
-    try:
-        return ctx.load_stack(stack_name).artifact_store.artifact_store()
-    except ConveyorError:
-        return ctx.load_stack().artifact_store.artifact_store()
-
-
 def where(step: "StepRunView") -> str:
-    if step.status == "cached":
+    if step.status == StepStatus.CACHED:
         return "cache"
     if step.config.step_operator:
         flavor = f" ({step.config.step_operator_flavor})" if step.config.step_operator_flavor else ""
@@ -89,7 +82,7 @@ def step_json(name: str, s: "StepRunView") -> dict[str, Any]:
     """A step run for `run describe --output json`: the columns of its table, as values."""
     return {"name": name, "id": s.id, "status": s.status, "where": where(s), "step_operator": s.config.step_operator,
             "step_operator_flavor": s.config.step_operator_flavor, "start_time": s.start_time, "end_time": s.end_time,
-            "duration_s": _seconds(s.start_time, s.end_time) if s.status != "pending" else None,
+            "duration_s": _seconds(s.start_time, s.end_time) if s.status != StepStatus.PENDING else None,
             "attempt": s.attempt, "error": s.error, "failure_kind": s.failure_kind, "traceback": s.traceback,
             "cached_from": s.cached_from, "logs_uri": s.logs_uri,
             "inputs": {k: a.id for k, a in s.inputs.items()},
@@ -133,8 +126,9 @@ def list_(pipeline: str | None, status: str | None, limit: int, output: str) -> 
 
     ctx = get_ctx()
     client = Client(ctx)
-    if status in ("running", "abandoned"):
-        runs = [r for r in client.list_pipeline_runs(pipeline, "running", None) if shown_status(r) == status][:limit]
+    if status in (StepStatus.RUNNING, ABANDONED):
+        runs = [r for r in client.list_pipeline_runs(pipeline, StepStatus.RUNNING, None)
+                if shown_status(r) == status][:limit]
     else:
         runs = client.list_pipeline_runs(pipeline, status, limit)
     if output == "json":
@@ -179,12 +173,12 @@ def describe(run_ref: str, output: str) -> None:
     t = table("step", "status", "where", "duration", "attempt", "error")
     for name, s in r.steps.items():
         t.add_row(_esc(name), styled(s.status), _esc(where(s)),
-                  _elapsed(s.start_time, s.end_time) if s.status != "pending" else "-",
+                  _elapsed(s.start_time, s.end_time) if s.status != StepStatus.PENDING else "-",
                   str(s.attempt or "-"), _esc(_first_line(s.error)))
     show(t)
     _show_metadata(r)
     for name, s in r.steps.items():
-        if s.status != "failed":
+        if s.status != StepStatus.FAILED:
             continue
         kind = f" ({s.failure_kind})" if s.failure_kind else ""
         say(f"\nStep {name!r} failed{kind} on attempt {s.attempt}: {s.error or ''}".rstrip(), style="bold red")
@@ -219,32 +213,6 @@ def _show_metadata(r: "PipelineRun") -> None:
 
 
 # -- logs ------------------------------------------------------------------------------------------------
-class _Tail:
-    """Reads what was appended to a stored log since the last read (local or remote artifact store)."""
-
-    def __init__(self, store: "ArtifactStore") -> None:
-        self.store = store
-        self.uri: str | None = None
-        self.offset = 0
-        self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-
-    def switch(self, uri: str | None) -> bool:
-        if uri == self.uri:
-            return False
-        self.uri, self.offset = uri, 0
-        self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        return True
-
-    def read(self) -> str:
-        if not self.uri or not self.store.exists(self.uri):
-            return ""
-        with self.store.open(self.uri, "rb") as fh:
-            fh.seek(self.offset)
-            data = fh.read()
-        self.offset += len(data)
-        return self.decoder.decode(data)
-
-
 def _write(text: str) -> None:
     sys.stdout.write(text)
     sys.stdout.flush()
@@ -263,117 +231,36 @@ def logs(run_ref: str, step: str | None, follow: bool) -> None:
       conveyor run logs RUN train --follow
       conveyor run logs RUN
     """
+    from conveyor.client import Client
+    from conveyor.execution.steering import check_step, read_log, run_artifact_store
+
     ctx = get_ctx()
     r = _get_run(ctx, run_ref)
-    if step is not None and step not in r.steps:
-        fail(f"run {r.name} has no step {step!r}; its steps: {', '.join(r.steps) or '(none)'}")
-    store = _artifacts(ctx, r.stack_name)
-    names = [step] if step else list(r.steps)
+    names = check_step(r.name, list(r.steps), step)
     if follow:
-        _follow(ctx, r, names, store, prefix=step is None)
+        for chunk in Client(ctx).follow_log_events(r.id, step):
+            if chunk.attempt is not None:
+                note(f"--- {chunk.step}: attempt {chunk.attempt} ---")
+            elif chunk.abandoned:
+                note(f"run {r.name} is abandoned (its orchestrator is gone); stopped following")
+            else:
+                _write(chunk.text)
         return
+    store = run_artifact_store(ctx, r.stack_name)
     for name in names:
         s = r.steps[name]
-        text = _Tail(store)
-        text.switch(s.logs_uri)
-        content = text.read()
+        content = read_log(store, s.logs_uri)
         if step is None:
             say(f"==> {name} ({s.status}, {where(s)}) <==", style="bold")
         if content:
             _write(content if content.endswith("\n") else content + "\n")
         else:
-            why = {"cached": "cached: it did not run", "pending": "not started", "skipped": "skipped: it did not run"}
+            why = {StepStatus.CACHED: "cached: it did not run", StepStatus.PENDING: "not started",
+                   StepStatus.SKIPPED: "skipped: it did not run"}
             say(f"(no output{': ' + why[s.status] if s.status in why else ''})", style="dim")
 
 
-def _follow(ctx: "Context", r: "PipelineRun", names: list[str], store: "ArtifactStore", prefix: bool) -> None:
-    """Poll the store for each step's log location and status; print new output until every step has ended."""
-    tails = {n: _Tail(store) for n in names}
-    partial = {n: "" for n in names}
-
-    def emit(name: str, text: str, final: bool = False) -> None:
-        if not prefix:
-            _write(text)
-            return
-        partial[name] += text
-        *lines, partial[name] = partial[name].split("\n")
-        if final and partial[name]:
-            lines.append(partial[name])
-            partial[name] = ""
-        if lines:
-            _write("".join(f"[{name}] {line}\n" for line in lines))
-
-    while True:
-        rows = {s["name"]: s for s in ctx.store.step_runs(r.id)}
-        run_row = ctx.store.find_run(r.id) or {}
-        run_over = run_row.get("status") != "running" or shown_status(run_row) == "abandoned"
-        done = True
-        for name in names:
-            row = rows.get(name, {})
-            previous = tails[name].uri
-            if tails[name].switch(row.get("logs_uri")) and previous is not None:  # a retry writes a new log
-                emit(name, "", final=True)
-                note(f"--- {name}: attempt {row.get('attempt')} ---")
-            text = tails[name].read()
-            if text:
-                emit(name, text)
-            if row.get("status") in STEP_ACTIVE and not run_over:
-                done = False
-        if done:
-            for name in names:  # what was written between the read and the status check
-                text = tails[name].read()
-                emit(name, text, final=True)
-            if run_row.get("status") == "running" and shown_status(run_row) == "abandoned":
-                note(f"run {r.name} is abandoned (its orchestrator is gone); stopped following")
-            return
-        time.sleep(0.2)
-
-
 # -- stop ------------------------------------------------------------------------------------------------
-def _submission(receipt: dict[str, Any]) -> Any:
-    from conveyor.step_operators.info import Submission
-
-    known = {"flavor", "job_name", "backend_id", "data"}
-    data = dict(receipt.get("data") or {})
-    data.update({k: v for k, v in receipt.items() if k not in known})
-    return Submission(flavor=receipt.get("flavor", ""), job_name=receipt.get("job_name", ""),
-                      backend_id=receipt.get("backend_id"), data=data)
-
-
-def _cancel_jobs(ctx: "Context", run_id: str, done: set[str]) -> list[str]:
-    """Cancel, through its receipt, the backend job of every running step not cancelled yet."""
-    from conveyor.exceptions import ConveyorError
-    from conveyor.stack.stack import build_component
-
-    messages = []
-    for row in ctx.store.step_runs(run_id):
-        if row["status"] != "running" or not row["submission"] or not row["operator"] or row["id"] in done:
-            continue
-        done.add(row["id"])
-        record = ctx.store.get_component("step_operator", row["operator"])
-        if record is None:
-            messages.append(f"step {row['name']!r}: step operator {row['operator']!r} no longer exists; "
-                            f"cancel job {row['submission'].get('job_name')} by hand")
-            continue
-        try:
-            operator = build_component(ctx.registry, record)
-            operator.cancel(_submission(row["submission"]))  # type: ignore[attr-defined]
-            messages.append(f"step {row['name']!r}: cancelled job {row['submission'].get('job_name')} "
-                            f"on step operator {row['operator']!r}")
-        except (ConveyorError, OSError) as err:
-            messages.append(f"step {row['name']!r}: could not cancel its job: {err}")
-    return messages
-
-
-def _wait_not_running(ctx: "Context", run_id: str, seconds: float) -> dict[str, Any]:
-    deadline = time.monotonic() + seconds
-    while True:
-        row = ctx.store.find_run(run_id) or {}
-        if row.get("status") != "running" or time.monotonic() >= deadline:
-            return row
-        time.sleep(0.2)
-
-
 @run.command("stop")
 @click.argument("run_ref", metavar="RUN")
 @click.option("--wait", "wait_s", type=click.FloatRange(min=0), default=15.0, show_default=True,
@@ -386,62 +273,24 @@ def stop(run_ref: str, wait_s: float) -> None:
     Example:
       conveyor run stop my_pipeline-20250101-120000-ab12
     """
-    from conveyor.store.store import now
+    from conveyor.client import Client
 
     ctx = get_ctx()
-    store = ctx.store
-    r = _get_run(ctx, run_ref)
-    if r.status != "running":
+    client = Client(ctx)
+    r = client.get_pipeline_run(run_ref)
+    if r.status != StepStatus.RUNNING:
         say(f"Run {r.name} is already {r.status}: nothing to stop.")
         return
-    store.update_run(r.id, stop_requested=True)
     say(f"Stop requested for run {r.name}.")
-    deadline = time.monotonic() + wait_s
-    cancelled: set[str] = set()
-    row = store.find_run(r.id) or {}
-    if orchestrator_alive(row, store):
-        # Its orchestrator polls the flag every second and cancels its own steps, recording them as stopped;
-        # cancelling underneath it at once could make a step look crashed instead of stopped.
-        row = _wait_not_running(ctx, r.id, min(8.0, wait_s))
-    if row.get("status") == "running":
-        for message in _cancel_jobs(ctx, r.id, cancelled):
-            say(f"  {message}")
-        if orchestrator_alive(row, store):
-            row = _wait_not_running(ctx, r.id, max(0.0, deadline - time.monotonic()))
-        else:
-            row = store.find_run(r.id) or {}
-    if row.get("status") == "running":
-        if orchestrator_alive(row, store):
-            fail(f"run {r.name} is still running after {wait_s:g}s: its orchestrator ({owner(row, store)}) "
-                 f"has not stopped yet. In-process steps stop at their next Python instruction; "
-                 f"check again with `conveyor run describe {r.name}`")
-        from conveyor.execution.lease import LeaseHeldError, RunLease
-
-        try:  # owning the run while marking it: a `run resume` cannot take it over halfway
-            lease = RunLease(store, r.id)
-            lease.acquire()
-        except LeaseHeldError as err:
-            fail(f"run {r.name} was taken over meanwhile by {err.holder.describe()}: "
-                 f"run `conveyor run stop {r.name}` again to stop it there")
-        try:
-            for message in _cancel_jobs(ctx, r.id, cancelled):  # steps that started meanwhile
-                say(f"  {message}")
-            ts = now()
-            for s in store.step_runs(r.id):
-                if s["status"] in STEP_ACTIVE:
-                    store.update_step_run(s["id"], status="stopped", end_time=ts,
-                                          error="stopped by `conveyor run stop` (its orchestrator was gone)",
-                                          failure_kind="stopped")
-            store.update_run(r.id, status="stopped", end_time=ts, error="stopped by `conveyor run stop`")
-        finally:
-            lease.release()
+    done = client.stop_run(r.id, wait_s=wait_s, on_message=lambda message: say(f"  {message}"))
+    if done.marked_by_stop:
         say("Its orchestrator was gone: marked the run and its unfinished steps stopped.")
-    final = _get_run(ctx, r.id)
+    final = client.get_pipeline_run(r.id)
     t = table("step", "status", "where")
     for name, s in final.steps.items():
         t.add_row(_esc(name), styled(s.status), _esc(where(s)))
     show(t)
-    say(f"Run {final.name} is {final.status}.", style="green" if final.status == "stopped" else None)
+    say(f"Run {final.name} is {final.status}.", style="green" if final.status == StepStatus.STOPPED else None)
 
 
 # -- resume ----------------------------------------------------------------------------------------------
@@ -458,15 +307,15 @@ def resume(run_ref: str) -> None:
     Example:
       conveyor run resume my_pipeline-20250101-120000-ab12
     """
+    from conveyor.client import Client
     from conveyor.exceptions import RunFailedError
-    from conveyor.execution.resume import resume_run
 
-    ctx = get_ctx()
-    r = _get_run(ctx, run_ref)
-    done = [n for n, s in r.steps.items() if s.status in ("completed", "cached")]
+    client = Client(get_ctx())
+    r = client.get_pipeline_run(run_ref)
+    done = [n for n, s in r.steps.items() if s.status in SUCCESSFUL_STATUSES]
     say(f"Resuming run {r.name} ({shown_status(r)}): {len(done)} of {len(r.steps)} step(s) already done.")
     try:
-        final = resume_run(r.id)
+        final = client.resume_run(r.id)
     except RunFailedError as err:
         fail(str(err))
     say(f"Run {final.name} is {final.status}.", style="green")

@@ -9,7 +9,7 @@ __all__ = ["BaseSettings", "DockerSettings", "ResourceSettings", "StepRetryConfi
 if TYPE_CHECKING:
     from conveyor.config.base import BaseSettings, StrictModel
     from conveyor.config.resources import ResourceSettings, StepRetryConfig
-    from conveyor.images.settings import DockerSettings
+    from conveyor.config.docker_settings import DockerSettings
 
 
 def __getattr__(name: str) -> Any:
@@ -22,7 +22,7 @@ def __getattr__(name: str) -> Any:
 
         return getattr(resources, name)
     if name == "DockerSettings":  # where ZenML users import it from (`zenml.config.DockerSettings`)
-        from conveyor.images.settings import DockerSettings
+        from conveyor.config.docker_settings import DockerSettings
 
         return DockerSettings
     raise AttributeError(name)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import Any, Mapping, Protocol
 
 from pydantic import BaseModel
 
@@ -10,12 +10,21 @@ from conveyor.config.base import BaseSettings, validate_strict
 from conveyor.config.resources import ResourceSettings
 from conveyor.config.merge import merge_settings
 from conveyor.exceptions import ConfigError
-from conveyor.images.settings import SETTINGS_KEY as DOCKER, DockerSettings
+from conveyor.config.docker_settings import SETTINGS_KEY as DOCKER, DockerSettings
 
 __all__ = ["docker_settings", "environment_settings", "merge_settings", "normalize_settings", "operator_settings", "resource_settings"]
 
-if TYPE_CHECKING:
-    from conveyor.stack.flavor import Flavor
+
+class SettingsFlavor(Protocol):
+    """What settings need of a step operator flavor (conveyor.stack.flavor.Flavor has it): config stays below
+    the stack."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def settings_class(self) -> type[BaseSettings] | None: ...
+
 
 RESOURCES = "resources"
 STEP_OPERATOR = "step_operator"
@@ -96,7 +105,7 @@ def docker_settings(settings: Mapping[str, dict[str, Any]]) -> DockerSettings:
     return DockerSettings.model_validate(settings.get(DOCKER, {}))
 
 
-def operator_settings(settings: Mapping[str, dict[str, Any]], flavor: "Flavor", where: str) -> BaseSettings | None:
+def operator_settings(settings: Mapping[str, dict[str, Any]], flavor: SettingsFlavor, where: str) -> BaseSettings | None:
     """The flavor's settings: generic "step_operator" under "step_operator.<flavor>"; other flavors' keys ignored."""
     model = flavor.settings_class
     generic = settings.get(STEP_OPERATOR, {})

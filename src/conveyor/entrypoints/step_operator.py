@@ -10,27 +10,31 @@ import os
 import sys
 import time
 import traceback
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
+from conveyor.enums import FailureKind, StepStatus
 from conveyor.exceptions import MEMORY_ADVICE
 from conveyor.secrets.references import redact
 from conveyor.secrets.runtime import REDACT_ENV
 
+if TYPE_CHECKING:
+    from conveyor.artifacts.store import ArtifactStore
+    from conveyor.execution.jobspec import JobSpec, StepError, StepResult
+    from conveyor.execution.logs import StepLog
+
 
 class _Tee:
-    """Copies writes to a log file; the original stream keeps working."""
+    """Copies writes to the step's stored log (execution/logs.py); the original stream keeps working."""
 
-    def __init__(self, stream: TextIO, log: TextIO) -> None:
+    def __init__(self, stream: TextIO, log: "StepLog") -> None:
         self._stream, self._log = stream, log
 
     def write(self, text: str) -> int:
-        self._log.write(text)
-        self._log.flush()
+        self._log.append(text)  # stored at once: every append reaches the file
         return self._stream.write(text)
 
     def flush(self) -> None:
         self._stream.flush()
-        self._log.flush()
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._stream, name)
@@ -70,9 +74,11 @@ def _peak_memory() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def _error(err: BaseException, kind: str, message: str | None = None) -> dict[str, Any]:
-    return {"type": type(err).__name__, "message": message or str(err), "kind": kind,
-            "traceback": "".join(traceback.format_exception(err))}
+def _error(err: BaseException, kind: FailureKind, message: str | None = None) -> "StepError":
+    from conveyor.execution.jobspec import StepError
+
+    return StepError(type=type(err).__name__, message=message or str(err), kind=kind,
+                     traceback="".join(traceback.format_exception(err)))
 
 
 def run_job(job_uri: str) -> int:
@@ -82,7 +88,7 @@ def run_job(job_uri: str) -> int:
     # step's children import) must not run the pipeline again from in here
     mark_step_process()
     from conveyor.artifacts.store import ArtifactStore
-    from conveyor.execution.jobspec import RESULT_VERSION, parse_job_spec
+    from conveyor.execution.jobspec import JobSpec
 
     started = time.time()
     import json
@@ -92,73 +98,77 @@ def run_job(job_uri: str) -> int:
     from conveyor.secrets.envelope import unseal
 
     unseal(bootstrap)
-    spec = parse_job_spec(bootstrap.read_bytes(job_uri), job_uri)  # bytes: a spec that is not UTF-8 is a JobSpecError
-    store_cfg = spec["artifact_store"]
-    store = ArtifactStore(store_cfg["root"], {**(store_cfg.get("storage_options") or {}), **options} or None)
-    log_file = None
-    if spec.get("log_uri") and store.local_path(spec["log_uri"]):
-        path = store.local_path(spec["log_uri"])
-        from conveyor.utils.private import private_makedirs, private_opener
+    spec = JobSpec.parse(bootstrap.read_bytes(job_uri), job_uri)  # bytes: a spec that is not UTF-8 is a JobSpecError
+    store = ArtifactStore(spec.artifact_store_root, {**spec.storage_options, **options} or None)
+    if spec.log_uri and store.is_local:  # where the step runs the store is a path: append to the log
+        from conveyor.execution.logs import StepLog
 
-        private_makedirs(os.path.dirname(path))
-        log_file = open(path, "a", buffering=1, encoding="utf-8",  # noqa: SIM115 - lives as long as the process
-                        opener=private_opener)
-        sys.stdout = _Tee(sys.stdout, log_file)  # type: ignore[assignment]
-        sys.stderr = _Tee(sys.stderr, log_file)  # type: ignore[assignment]
+        log = StepLog(store, spec.log_uri)  # lives as long as the process; each append is flushed
+        sys.stdout = _Tee(sys.stdout, log)  # type: ignore[assignment]
+        sys.stderr = _Tee(sys.stderr, log)  # type: ignore[assignment]
     secrets = _secret_values()
     if secrets:
         sys.stdout = _Redacting(sys.stdout, secrets)  # type: ignore[assignment]
         sys.stderr = _Redacting(sys.stderr, secrets)  # type: ignore[assignment]
 
-    result: dict[str, Any] = {"version": RESULT_VERSION, "step_name": spec["step_name"], "attempt": spec["attempt"]}
+    result = _run_step(spec, store, secrets, started)
+    for stream in (sys.stdout, sys.stderr):
+        if isinstance(stream, _Redacting):
+            stream.finish()
+    store.write_text(spec.result_uri, json.dumps(result.to_json(), default=str))  # failing: main() exits EXIT_STORE_*
+    _quietly(sys.stdout.flush)  # the result is written: a full log must not turn it into a failure
+    _quietly(sys.stderr.flush)
+    return 0 if result.status == StepStatus.COMPLETED else 1
+
+
+def _run_step(spec: "JobSpec", store: "ArtifactStore", secrets: frozenset[str], started: float) -> "StepResult":
+    """Run the step the job spec describes; what it returned or why it failed, for result.json."""
+    from dataclasses import replace
+
+    from conveyor.execution.jobspec import ArtifactRef, StepResult
+
+    outputs: dict[str, ArtifactRef] = {}
+    error: StepError | None = None
     context = None
     try:
         from conveyor.execution.runner import context_from_job, load_inputs, run_function
         from conveyor.pipelines.source import load_step_function
         from conveyor.steps.hooks import load_hooks
 
-        source = spec["source"]
+        source = spec.source
         if source.get("code_archive"):  # exactly the code as it was at submission, even if the tree changed since
-            from conveyor.execution.code_archive import materialize
+            from conveyor.artifacts.code_archive import materialize
 
             source = {**source, "code_root": materialize(source["code_archive"], store)}
         func = load_step_function(source)
         archived = source.get("code_archive")  # hooks then come from the step's code as archived too
         hooks = load_hooks({kind: {**hook, "code_root": source["code_root"]} if archived else hook
-                            for kind, hook in (spec.get("hooks") or {}).items()})
-        inputs = load_inputs(spec["inputs"], store)
+                            for kind, hook in spec.hooks.items()})
+        inputs = load_inputs(spec.inputs, store)
         context = context_from_job(spec, store)
-        metas = run_function(func, spec["step_name"], spec["parameters"], inputs, spec["outputs"], store,
+        metas = run_function(func, spec.step_name, spec.parameters, inputs, spec.outputs, store,
                              context=context, hooks=hooks)
-        result["status"] = "completed"
-        result["outputs"] = {name: meta._asdict() if hasattr(meta, "_asdict") else dict(vars(meta)) for name, meta in metas.items()}
+        outputs = {name: ArtifactRef.saved(spec.outputs[name].uri, meta) for name, meta in metas.items()}
     except MemoryError as err:
-        limit = (spec.get("resources") or {}).get("memory")
-        result["status"] = "failed"
-        result["error"] = _error(err, "memory", f"{MEMORY_ADVICE} (the limit was {limit})" if limit else MEMORY_ADVICE)
+        limit = spec.resources.get("memory")
+        error = _error(err, FailureKind.MEMORY, f"{MEMORY_ADVICE} (the limit was {limit})" if limit else MEMORY_ADVICE)
     except BaseException as err:  # noqa: BLE001 - everything the step raises is reported
         from conveyor.artifacts.store import ArtifactStoreError
-
-        result["status"] = "failed"
         from conveyor.execution.jobspec import sys_exit_message
 
         said = sys_exit_message(err.code) if isinstance(err, SystemExit) else None  # exit(0) too: no outputs
-        result["error"] = _error(err, "store" if isinstance(err, ArtifactStoreError) else "user", said)
+        error = _error(err, FailureKind.STORE if isinstance(err, ArtifactStoreError) else FailureKind.USER, said)
         _quietly(traceback.print_exc)  # stderr may be a log on the disk that just filled
-    if secrets and "error" in result:
-        result["error"] = {k: redact(v, secrets) if isinstance(v, str) else v for k, v in result["error"].items()}
-    if context is not None and context.record:  # what the step logged and saved: the launcher records it
-        result["recorded"] = context.record.to_json()
-    result["timings"] = {"start": started, "end": time.time(), "duration": time.time() - started}
-    result["peak_memory_bytes"] = _peak_memory()
-
-    for stream in (sys.stdout, sys.stderr):
-        if isinstance(stream, _Redacting):
-            stream.finish()
-    store.write_text(spec["result_uri"], json.dumps(result, default=str))  # failing: main() exits EXIT_STORE_*
-    _quietly(sys.stdout.flush)  # the result is written: a full log must not turn it into a failure
-    _quietly(sys.stderr.flush)
-    return 0 if result["status"] == "completed" else 1
+    if secrets and error is not None:
+        error = replace(error, type=redact(error.type, secrets), message=redact(error.message, secrets),
+                        traceback=redact(error.traceback, secrets) if error.traceback is not None else None)
+    end = time.time()
+    return StepResult(status=StepStatus.FAILED if error is not None else StepStatus.COMPLETED, outputs=outputs,
+                      error=error, step_name=spec.step_name, attempt=spec.attempt,
+                      # what the step logged and saved: the launcher records it
+                      recorded=context.record.to_json() if context is not None and context.record else None,
+                      timings={"start": started, "end": end, "duration": end - started},
+                      peak_memory_bytes=_peak_memory())
 
 
 def _quietly(write: Any) -> bool:
@@ -167,6 +177,10 @@ def _quietly(write: Any) -> bool:
         write()
     except OSError:
         return False
+    except Exception as err:  # the stored log's write failing is the store's error (execution/logs.py)
+        if _is_store_error(err):
+            return False
+        raise
     return True
 
 
@@ -208,14 +222,18 @@ def _report_unrunnable(job_uri: str, err: Exception) -> bool:
     import json
 
     from conveyor.artifacts.store import ArtifactStore
-    from conveyor.execution.jobspec import RESULT_VERSION, JobSpecError
+    from conveyor.artifacts.layout import AttemptLayout
+    from conveyor.execution.jobspec import JobSpecError, StepResult
 
-    kind = "job_spec" if isinstance(err, JobSpecError) else "store" if _is_store_error(err) else "infrastructure"
-    result = {"version": RESULT_VERSION, "status": "failed", "error": _error(err, kind)}
+    kind = (FailureKind.JOB_SPEC if isinstance(err, JobSpecError) else FailureKind.STORE if _is_store_error(err)
+            else FailureKind.INFRASTRUCTURE)
+    result = StepResult(status=StepStatus.FAILED, error=_error(err, kind))
     try:
         options = json.loads(os.environ.get("CONVEYOR_STORAGE_OPTIONS") or "{}")
         directory = job_uri.rsplit("/", 1)[0]
-        ArtifactStore(directory, options or None).write_text(f"{directory}/result.json", json.dumps(result))
+        layout = AttemptLayout.parse(directory)  # the job spec sits in its attempt folder; result.json beside it
+        result_uri = layout.result if layout is not None else f"{directory}/result.json"
+        ArtifactStore(directory, options or None).write_text(result_uri, json.dumps(result.to_json()))
     except Exception as write_err:  # noqa: BLE001 - the store itself is out of reach: the exit code must do
         reason = f"conveyor: cannot report the failure either: {write_err}"
         _quietly(lambda: print(reason, file=sys.stderr))

@@ -5,13 +5,14 @@ from __future__ import annotations
 import os
 import secrets
 import socket
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from conveyor.execution.launcher import ResolvedStep
 
 if TYPE_CHECKING:
-    from conveyor.client import PipelineRun
+    from conveyor.exceptions import StepFailedError
     from conveyor.pipelines.compiler import Snapshot
     from conveyor.stack.stack import Stack
 
@@ -75,6 +76,7 @@ def preflight(snapshot: "Snapshot", stack: "Stack", resolved: dict[str, Resolved
 def dry_run(snapshot: "Snapshot", step_name: str, stack_name: str | None = None) -> dict[str, Any]:
     """The exact request the step's operator would send, without running anything or touching the store's runs."""
     from conveyor.context import get_context
+    from conveyor.artifacts.layout import AttemptLayout
     from conveyor.execution.launcher import build_step_info, entrypoint_request, step_environment
 
     stack = get_context().load_stack(stack_name)
@@ -82,7 +84,7 @@ def dry_run(snapshot: "Snapshot", step_name: str, stack_name: str | None = None)
     if resolved.operator is None:
         raise ValueError(f"step {step_name!r} runs in-process: it has no step operator to dry-run")
     operator = stack.step_operator(resolved.operator)
-    attempt_uri = stack.artifact_store.artifact_store().join("runs", "dry-run", "steps", step_name, "attempt-1")
+    attempt_uri = AttemptLayout(stack.artifact_store.artifact_store().root, "dry-run", step_name, 1).uri
     info = build_step_info(stack, snapshot, step_name, operator, run_id="dry-run", run_name="dry-run",
                            step_run_id=f"dry-run-{step_name}", attempt=1, attempt_uri=attempt_uri)
     command, environment = entrypoint_request(info, stack.artifact_store, operator.entrypoint_config_class)
@@ -109,10 +111,17 @@ def chosen_run_name(store: Any, pipeline: str, template: str | None) -> str:
     return name
 
 
-def run_snapshot(snapshot: "Snapshot", stack_name: str | None = None, run_name: str | None = None) -> "PipelineRun":
-    from conveyor.client import Client
+@dataclass(frozen=True)
+class FinishedRun:
+    """A run the orchestrator has ended: its id and the steps that failed. Execution stops here; the caller above
+    (the pipeline call, `Client.resume_run`) reads the run's view and raises RunFailedError on failures."""
+
+    run_id: str
+    failures: list["StepFailedError"] = field(default_factory=list)
+
+
+def run_snapshot(snapshot: "Snapshot", stack_name: str | None = None, run_name: str | None = None) -> FinishedRun:
     from conveyor.context import get_context
-    from conveyor.exceptions import RunFailedError
     from conveyor.execution.lease import RunLease
     from conveyor.pipelines.compiler import thaw
     from conveyor.store.store import new_id
@@ -135,10 +144,7 @@ def run_snapshot(snapshot: "Snapshot", stack_name: str | None = None, run_name: 
             steps=[(n, resolved[n].config, resolved[n].operator, resolved[n].flavor) for n in snapshot.order])
         failures = stack.orchestrator.run(store=store, artifacts=artifacts, stack=stack, snapshot=snapshot,
                                           run_id=run_id, run_name=run_name, step_ids=step_ids, resolved=resolved)
-    run = Client(ctx).get_pipeline_run(run_id)
-    if failures:
-        raise RunFailedError(run, failures)
-    return run
+    return FinishedRun(run_id, list(failures or []))
 
 
 def where_label(r: ResolvedStep) -> str:

@@ -45,31 +45,32 @@ class RunDeletion:
 
 def delete_pipeline_run(ctx: "Context", name_or_id: str, *, delete_artifacts: bool = False) -> RunDeletion:
     """Delete run `name_or_id` (name, id or id prefix); with `delete_artifacts`, also its own artifacts' files."""
-    from conveyor.client import Client
     from conveyor.execution.lease import LeaseHeldError, RunLease
     from conveyor.execution.liveness import orchestrator_alive, owner
+    from conveyor.store.run_lookup import find_pipeline_run
 
     store = ctx.store
-    run = Client(ctx).get_pipeline_run(name_or_id)
-    refuse = (f"run {run.name} is still running ({{who}}): stop it first with `conveyor run stop {run.name}`, "
+    run = find_pipeline_run(store, name_or_id)
+    run_id, run_name, stack_name = run["id"], run["name"], run["stack_name"]
+    refuse = (f"run {run_name} is still running ({{who}}): stop it first with `conveyor run stop {run_name}`, "
               f"then delete it")
-    if str(run.status) == "running" and orchestrator_alive(run, store):
+    if str(run["status"]) == "running" and orchestrator_alive(run, store):
         raise RunStillRunningError(refuse.format(who=f"its orchestrator is {owner(run, store)}"))
-    lease = RunLease(store, run.id)
+    lease = RunLease(store, run_id)
     try:
         lease.acquire()
     except LeaseHeldError as err:
         raise RunStillRunningError(refuse.format(who=f"owned by {err.holder.describe()}")) from None
     try:
-        plan = store.delete_run(run.id, artifacts=delete_artifacts)
+        plan = store.delete_run(run_id, artifacts=delete_artifacts)
     finally:
         lease.release()
     kept = tuple(KeptArtifact(a["id"], a["uri"], tuple(users)) for a, users in plan["kept"])
     deleted = tuple(a["uri"] for a in plan["deleted"])
     failed: list[str] = []
     if delete_artifacts:
-        failed = _remove_files(ctx, run.stack_name, run.id, plan["deleted"], plan["logs"], [k.uri for k in kept])
-    return RunDeletion(run.id, run.name, deleted, kept, tuple(failed))
+        failed = _remove_files(ctx, stack_name, run_id, plan["deleted"], plan["logs"], [k.uri for k in kept])
+    return RunDeletion(run_id, run_name, deleted, kept, tuple(failed))
 
 
 def _remove_files(ctx: "Context", stack_name: str, run_id: str, rows: list[dict[str, Any]], logs: list[str],
@@ -78,11 +79,10 @@ def _remove_files(ctx: "Context", stack_name: str, run_id: str, rows: list[dict[
     kept."""
     from conveyor.artifacts.registry import remove_index
     from conveyor.artifacts.store import ArtifactStoreError
+    from conveyor.execution.logs import stored_log_uris
+    from conveyor.execution.steering import run_artifact_store
 
-    try:
-        store = ctx.load_stack(stack_name).artifact_store.artifact_store()
-    except ConveyorError:
-        store = ctx.load_stack().artifact_store.artifact_store()
+    store = run_artifact_store(ctx, stack_name)
     run_dir = store.join("runs", run_id)
     artifact_uris = [a["uri"] for a in rows]
     failed = []
@@ -90,6 +90,7 @@ def _remove_files(ctx: "Context", stack_name: str, run_id: str, rows: list[dict[
         remove_index(store, rows)
     except ArtifactStoreError as err:
         failed.append(f"{store.join('artifact_index')}: {err}")
+    logs = [part for uri in logs for part in stored_log_uris(uri)]  # and chunks a writer that died left
     targets = [run_dir] if not any(u.startswith(run_dir + "/") for u in keep) else [*artifact_uris, *logs]
     targets += [u for u in artifact_uris if not u.startswith(run_dir + "/")] if targets == [run_dir] else []
     for uri in targets:

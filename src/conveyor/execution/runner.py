@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 if TYPE_CHECKING:
     from conveyor.artifacts.store import ArtifactStore
+    from conveyor.execution.jobspec import ArtifactRef, JobSpec, OutputSlot
     from conveyor.steps.context import StepContext
     from conveyor.steps.hooks import StepHooks
 
@@ -26,11 +27,11 @@ def split_outputs(step_name: str, names: list[str], value: Any) -> dict[str, Any
     return dict(zip(names, value))
 
 
-def load_inputs(inputs: Mapping[str, Mapping[str, Any]], store: "ArtifactStore") -> dict[str, Any]:
+def load_inputs(inputs: Mapping[str, "ArtifactRef"], store: "ArtifactStore") -> dict[str, Any]:
     from conveyor.artifacts.materializers import load_artifact
 
     # the checksum recorded with each input (carried by the job spec on the remote side) catches a swapped folder
-    return {arg: load_artifact(a["uri"], store, a["materializer"], a["data_type"], checksum=a.get("checksum"),
+    return {arg: load_artifact(a.uri, store, a.materializer, a.data_type, checksum=a.checksum,
                                label=f"input {arg!r}") for arg, a in inputs.items()}
 
 
@@ -46,7 +47,7 @@ def resolve_type(path: str) -> Any:
 
 
 def run_function(func: Callable[..., Any], step_name: str, parameters: Mapping[str, Any], inputs: Mapping[str, Any],
-                 outputs: Mapping[str, Mapping[str, str]], store: "ArtifactStore", *,
+                 outputs: Mapping[str, "OutputSlot"], store: "ArtifactStore", *,
                  context: "StepContext | None" = None, hooks: "StepHooks | None" = None) -> dict[str, Any]:
     """Call the function and save each output atomically at its pre-allocated URI; returns name -> ArtifactMeta.
 
@@ -63,7 +64,7 @@ def run_function(func: Callable[..., Any], step_name: str, parameters: Mapping[s
             from conveyor.steps.type_checks import check_outputs
 
             check_outputs(step_name, func, values)  # before anything is stored: `-> int` returning a str fails the step
-            metas = {name: save_artifact(values[name], o["uri"], store, resolve_type(o["type"]))
+            metas = {name: save_artifact(values[name], o.uri, store, resolve_type(o.type))
                      for name, o in outputs.items()}
         except (Exception, SystemExit) as err:
             if hooks is not None:
@@ -74,12 +75,11 @@ def run_function(func: Callable[..., Any], step_name: str, parameters: Mapping[s
     return metas
 
 
-def context_from_job(spec: Mapping[str, Any], store: "ArtifactStore") -> "StepContext":
+def context_from_job(spec: "JobSpec", store: "ArtifactStore") -> "StepContext":
     """The step context a job spec describes (the remote side's `get_step_context()`)."""
     from conveyor.steps.context import StepContext
 
-    return StepContext(pipeline_name=spec.get("pipeline") or "", run_id=spec["run_id"], run_name=spec.get("run_name") or "",
-                       step_name=spec["step_name"], step_run_id=spec["step_run_id"], attempt=spec["attempt"],
-                       attempt_uri=spec["result_uri"].rsplit("/", 1)[0],
-                       output_uris={name: o["uri"] for name, o in spec["outputs"].items()},
-                       artifact_names=spec.get("artifact_names") or {}, artifact_store=store)
+    return StepContext(pipeline_name=spec.pipeline, run_id=spec.run_id, run_name=spec.run_name,
+                       step_name=spec.step_name, step_run_id=spec.step_run_id, attempt=spec.attempt,
+                       attempt_uri=spec.attempt_uri, output_uris={name: o.uri for name, o in spec.outputs.items()},
+                       artifact_names=spec.artifact_names, artifact_store=store)

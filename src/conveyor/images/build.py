@@ -113,9 +113,7 @@ def _tree_files(root: Path, skip: frozenset[str] = _SKIP_DIRS) -> dict[str, byte
 
 def conveyor_source_files() -> dict[str, bytes]:
     """The running Conveyor package, copied into the image so both sides run the same Conveyor."""
-    import conveyor
-
-    return _tree_files(Path(conveyor.__file__).parent)
+    return _tree_files(Path(__file__).parent.parent)  # conveyor/, found without importing it from here
 
 
 def _requirement_lines(requirements: list[str] | str | None, base: Path) -> list[str]:
@@ -203,7 +201,7 @@ def plan_image(settings: DockerSettings, *, code_root: str | None = None, extra_
     if settings.bake_code:
         if not code_root:
             raise ImageBuildError("DockerSettings.bake_code is set but the step has no code root to copy")
-        from conveyor.execution.code_archive import code_files
+        from conveyor.artifacts.code_archive import code_files
 
         root = Path(code_root)
         plan.files.update({f"code/{p.relative_to(root).as_posix()}": p.read_bytes() for p in code_files(root)})
@@ -362,10 +360,10 @@ def step_container(entrypoint_command: list[str], environment: Mapping[str, str]
 
 
 def artifact_store_root(info: "StepRunInfo") -> str | None:
-    """The artifact store's root, derived from the attempt folder `<root>/runs/<run>/steps/<step>/attempt-<n>`."""
-    suffix = f"/runs/{info.run_id}/steps/{info.pipeline_step_name}/attempt-{info.attempt}"
-    uri = info.attempt_uri.rstrip("/")
-    return uri[: -len(suffix)] if uri.endswith(suffix) else None
+    """The artifact store's root, read back from the step's attempt folder (`conveyor.artifacts.layout`)."""
+    from conveyor.artifacts.layout import AttemptLayout
+
+    return AttemptLayout.of(info).root or None
 
 
 def local_artifact_store_root(info: "StepRunInfo") -> str | None:

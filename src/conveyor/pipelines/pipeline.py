@@ -78,11 +78,12 @@ class Pipeline:
             logging.getLogger(__name__).debug("pipeline %r not run: %s", self.name, reason)
             stop_module_if_importing()
             return None
+        from conveyor.client import finished_run_view
         from conveyor.execution.run import run_snapshot
         from conveyor.pipelines.main_script import alias_main_module
 
         alias_main_module()  # step processes return the script's types as `<script>.Foo`: load them as its own
-        return run_snapshot(self.compile(*args, **kwargs), run_name=self.run_name)
+        return finished_run_view(run_snapshot(self.compile(*args, **kwargs), run_name=self.run_name))
 
     def with_options(self, *, run_name: str | None = None, config_path: str | os.PathLike[str] | None = None,
                      steps: Mapping[str, Any] | None = None, step_configurations: Mapping[str, Any] | None = None,

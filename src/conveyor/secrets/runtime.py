@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from conveyor.secrets.references import redact as _redact
+
+if TYPE_CHECKING:
+    from conveyor.secrets.vault import Vault
 
 #: every value this process resolved from a secret; the log sinks redact them
 _RESOLVED: set[str] = set()
@@ -14,11 +17,10 @@ _LOCK = threading.Lock()
 REDACT_ENV = "CONVEYOR_REDACT_ENV"
 
 
-def resolve(value: Any) -> Any:
-    """`value` with its `{{name.key}}` references replaced, from the current project's store."""
-    from conveyor.context import get_context
-
-    resolved, used = get_context().vault.resolve(value)
+def resolve(value: Any, vault: "Vault") -> Any:
+    """`value` with its `{{name.key}}` references replaced from `vault` (the project's secrets), and the values
+    remembered for redaction."""
+    resolved, used = vault.resolve(value)
     with _LOCK:
         _RESOLVED.update(used)
     return resolved

@@ -1,10 +1,10 @@
-"""Renaming, copying and resetting fields of registered components: what `conveyor <type> rename | copy |
-remove-attribute` do, here so that the CLI only prints and a script can do the same."""
+"""Registering, updating, deleting, renaming, copying and resetting fields of components: what `conveyor <type>
+register | update | delete | rename | copy | remove-attribute` do, here so that the CLI and the Client only format
+and a script can do the same."""
 
 from __future__ import annotations
 
-import difflib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -15,8 +15,9 @@ if TYPE_CHECKING:
     from conveyor.stack.registry import FlavorRegistry
     from conveyor.store.store import MetadataStore
 
-__all__ = ["ComponentCopy", "ComponentRename", "FieldsReset", "copy_component", "remove_attributes",
-           "rename_component", "stacks_using"]
+__all__ = ["ComponentCopy", "ComponentRename", "ComponentSaved", "FieldsReset", "copy_component", "delete_component",
+           "get_component", "register_component", "remove_attributes", "rename_component", "stacks_using",
+           "update_component"]
 
 
 def _label(type_: ComponentType) -> str:
@@ -63,6 +64,89 @@ class FieldsReset:
     reset: tuple[str, ...]
     already_default: tuple[str, ...]
     config: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ComponentSaved:
+    """A component registered or updated: its config as stored (normalised; secrets as given)."""
+
+    type: ComponentType
+    id: str
+    name: str
+    flavor: str
+    config: dict[str, Any]
+
+
+def get_component(store: "MetadataStore", type_: ComponentType | str, name: str) -> dict[str, Any]:
+    """The stored component, or an error listing the registered ones and how to register this one."""
+    ctype = ComponentType(type_)
+    record = store.get_component(ctype.value, name)
+    if record is None:
+        label, cli = _label(ctype), ctype.cli_name
+        known = ", ".join(c["name"] for c in store.list_components(ctype.value)) or "(none)"
+        raise StackError(f"no {label} named {name!r}. Registered {label}s: {known} (see `conveyor {cli} list`); "
+                         f"register one with `conveyor {cli} register {name} --flavor=FLAVOR`")
+    return record
+
+
+def register_component(store: "MetadataStore", registry: "FlavorRegistry", type_: ComponentType | str, name: str,
+                       flavor: str, config: Mapping[str, Any]) -> ComponentSaved:
+    """Register component `name` of `flavor`; its config is validated (and the flavor's integration checked)
+    before anything is saved."""
+    from conveyor.config.names import check_name
+    from conveyor.integrations import require_flavor_integration
+    from conveyor.stack.component_config import config_to_store, validate_config
+
+    ctype = ComponentType(type_)
+    label = _label(ctype)
+    check_name(label, name)
+    if store.get_component(ctype.value, name) is not None:
+        raise StackError(f"a {label} named {name!r} already exists: pick another name, or change it with "
+                         f"`conveyor {ctype.cli_name} update {name} --field=value`")
+    flavor_obj = registry.get(ctype.value, flavor)
+    require_flavor_integration(ctype.value, flavor)  # not installed: the exact pip command, before saving
+    fields = dict(config)
+    model = validate_config(flavor_obj.config_class, fields, f"{label} {name!r} (flavor {flavor!r})")
+    stored = config_to_store(model, fields)
+    cid = store.create_component(ctype.value, name, flavor, stored)
+    return ComponentSaved(ctype, cid, name, flavor, stored)
+
+
+def update_component(store: "MetadataStore", registry: "FlavorRegistry", type_: ComponentType | str, name: str,
+                     changes: Mapping[str, Any]) -> ComponentSaved:
+    """Merge `changes` into the config of component `name`; the result is validated before it is saved."""
+    from conveyor.integrations import require_flavor_integration
+    from conveyor.stack.component_config import config_to_store, validate_config
+
+    ctype = ComponentType(type_)
+    label, cli = _label(ctype), ctype.cli_name
+    if "flavor" in changes:
+        raise ConfigError(f"the flavor of a {label} cannot change: `conveyor {cli} delete {name}` and register it again")
+    if not changes:
+        raise ConfigError(f"nothing to change: give config fields, e.g. `conveyor {cli} update {name} --field=value`")
+    record = get_component(store, ctype, name)
+    flavor = registry.get(ctype.value, record["flavor"])
+    require_flavor_integration(ctype.value, record["flavor"])
+    merged = {**(record["config"] or {}), **changes}
+    model = validate_config(flavor.config_class, merged, f"{label} {name!r} (flavor {record['flavor']!r})")
+    stored = config_to_store(model, merged)
+    store.update_component(ctype.value, name, stored)
+    return ComponentSaved(ctype, record["id"], name, record["flavor"], stored)
+
+
+def delete_component(store: "MetadataStore", type_: ComponentType | str, name: str) -> None:
+    """Delete component `name`; refused, naming the command that frees it, while a stack holds it."""
+    ctype = ComponentType(type_)
+    label = _label(ctype)
+    record = get_component(store, ctype, name)
+    used = stacks_using(store, record["id"])
+    if used:
+        how = (f"`conveyor stack update {used[0]} --remove-step-operator {name}`"
+               if ctype is ComponentType.STEP_OPERATOR
+               else f"`conveyor stack update {used[0]} -{'o' if ctype is ComponentType.ORCHESTRATOR else 'a'} OTHER`")
+        raise StackError(f"{label} {name!r} is used by stack(s) {', '.join(used)}: remove it from them first ({how}) "
+                         "or delete those stacks (`conveyor stack delete NAME`)")
+    store.delete_component(ctype.value, name)
 
 
 def stacks_using(store: "MetadataStore", component_id: str) -> list[str]:
@@ -112,11 +196,9 @@ def remove_attributes(store: "MetadataStore", registry: "FlavorRegistry", type_:
     wanted = list(dict.fromkeys(attributes))
     unknown = [a for a in wanted if a not in fields]
     if unknown:
-        hints = []
-        for key in unknown:
-            close = difflib.get_close_matches(key.replace("-", "_"), list(fields), n=1, cutoff=0.6)
-            hints.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
-        raise ConfigError(f"{where} has no field {', '.join(hints)}. Fields of {config_class.__name__}: "
+        from conveyor.stack.component_config import field_hints
+
+        raise ConfigError(f"{where} has no field {field_hints(unknown, list(fields))}. Fields of {config_class.__name__}: "
                           f"{', '.join(fields) or '(none)'}")
     required = [a for a in wanted if fields[a].is_required()]
     if required:

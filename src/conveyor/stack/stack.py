@@ -11,26 +11,34 @@ from conveyor.stack.component import ComponentType, StackComponent
 if TYPE_CHECKING:
     from conveyor.artifact_stores.base import BaseArtifactStore
     from conveyor.orchestrators.base import BaseOrchestrator
+    from conveyor.secrets.vault import Vault
     from conveyor.stack.registry import FlavorRegistry
     from conveyor.step_operators.base import BaseStepOperator
 
 
-def build_component(registry: "FlavorRegistry", record: dict[str, Any]) -> StackComponent:
-    """The component, with its config's secret references resolved: this happens only when it is used."""
+def build_component(registry: "FlavorRegistry", record: dict[str, Any], vault: "Vault | None" = None) -> StackComponent:
+    """The component, with its config's secret references resolved from `vault`: this happens only when it is
+    used."""
     flavor = registry.get(record["type"], record["flavor"])
     raw = record["config"]
     if "{{" in repr(raw):
+        from conveyor.secrets.references import has_references
         from conveyor.secrets.runtime import resolve
 
-        raw = resolve(raw)
+        if vault is None and has_references(raw):
+            raise StackError(f"{record['type']} {record['name']!r} has secret references in its config: build it "
+                             "with the project's secrets (`Context.load_stack()` or `build_component(..., vault=)`)")
+        raw = resolve(raw, vault) if vault is not None else raw
     config = validate_strict(flavor.config_class, raw, f"{record['type']} {record['name']!r}")
     return flavor.implementation_class(name=record["name"], config=config, flavor=record["flavor"], id=record["id"])
 
 
 class Stack:
-    def __init__(self, name: str, records: list[dict[str, Any]], registry: "FlavorRegistry") -> None:
+    def __init__(self, name: str, records: list[dict[str, Any]], registry: "FlavorRegistry",
+                 vault: "Vault | None" = None) -> None:
         self.name = name
         self._registry = registry
+        self._vault = vault
         self._records = records
         self._built: dict[str, StackComponent] = {}
         by_type: dict[str, list[dict[str, Any]]] = {}
@@ -45,7 +53,7 @@ class Stack:
 
     def _component(self, record: dict[str, Any]) -> StackComponent:
         if record["id"] not in self._built:
-            self._built[record["id"]] = build_component(self._registry, record)
+            self._built[record["id"]] = build_component(self._registry, record, self._vault)
         return self._built[record["id"]]
 
     @property

@@ -54,6 +54,11 @@ class BaseStepOperator(StackComponent):
     #: True when the backend shows the job's environment to others (Ray puts runtime_env env_vars in its
     #: workers' argv): secret variables then travel sealed, and the key as a 0600 file beside the job spec.
     exposes_environment: ClassVar[bool] = False
+    #: True when the step's own process writes `logs.txt` (redacted there) on a local artifact store, so the
+    #: launcher only displays what `logs()` streams (`local`, `spark`); only read when `streams_logs` is True.
+    stores_logs: ClassVar[bool] = False
+    #: the longest wait between two `get_status` calls when the flavor's config has no `poll_interval` field
+    DEFAULT_POLL_INTERVAL: ClassVar[float] = 2.0
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -75,6 +80,23 @@ class BaseStepOperator(StackComponent):
     @property
     def simple_contract(self) -> bool:
         return not self._overrides("submit")
+
+    @property
+    def poll_interval(self) -> float:
+        """The longest wait between two status polls (polling starts at 50 ms and backs off to this): the flavor's
+        `poll_interval` config field where it has one, else DEFAULT_POLL_INTERVAL."""
+        value = getattr(self.config, "poll_interval", None)  # a flavor config field, not declared on the base
+        return self.DEFAULT_POLL_INTERVAL if value is None else float(value)
+
+    def wait_for_change(self, submission: Submission, timeout: float) -> bool | None:
+        """Block until the job may have changed state, at most `timeout` seconds (the launcher passes <= 0.2 s),
+        so that a finished job is noticed at once rather than at the next poll (`local` waits on the process).
+
+        Return False when this operator cannot wait (the default): the launcher then sleeps its poll delay itself,
+        waking at once on a stop. Anything else (True; None from a flavor written before this returned a value)
+        means it waited.
+        """
+        return False
 
     @property
     def entrypoint_config_class(self) -> type[StepOperatorEntrypointConfiguration]:

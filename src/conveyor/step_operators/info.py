@@ -4,15 +4,33 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Literal
+from enum import StrEnum
+from typing import Any, Callable
 
 from conveyor.config.base import BaseSettings
 from conveyor.config.resources import ResourceSettings
+from conveyor.enums import FailureKind
 from conveyor.images.settings import DockerSettings
 
-State = Literal["queued", "running", "completed", "failed", "preempted", "lost", "cancelled"]
-TERMINAL_STATES: frozenset[str] = frozenset({"completed", "failed", "preempted", "lost", "cancelled"})
-INFRASTRUCTURE_STATES: frozenset[str] = frozenset({"preempted", "lost"})
+
+class JobState(StrEnum):
+    """A backend job's state as a step operator reports it (`StatusReport.state`); members are plain strings too,
+    so a flavor may return "running" or JobState.RUNNING alike."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    PREEMPTED = "preempted"  # the backend took the node back: submitted again (infrastructure_retries)
+    LOST = "lost"  # the job vanished, or its node died: submitted again (infrastructure_retries)
+    CANCELLED = "cancelled"  # someone cancelled it outside Conveyor
+
+
+#: the earlier name (a Literal of the same values), kept for custom flavors that import it
+State = JobState
+TERMINAL_STATES: frozenset[JobState] = frozenset({JobState.COMPLETED, JobState.FAILED, JobState.PREEMPTED,
+                                                  JobState.LOST, JobState.CANCELLED})
+INFRASTRUCTURE_STATES: frozenset[JobState] = frozenset({JobState.PREEMPTED, JobState.LOST})
 
 
 @dataclass(frozen=True)
@@ -42,8 +60,8 @@ class PipelineConfig:
 class LogWriter:
     """`info.force_write_logs()`: stores the step's log now rather than at the next periodic write.
 
-    Bound by the launcher to the log it holds (a log kept for a remote artifact store is rewritten every
-    LIVE_LOG_FLUSH_S; a local one is flushed). Where the step's own process writes its log (a launch()-only
+    Bound by the launcher to the log it holds (execution/logs.StepLog: for a remote artifact store what is new
+    is stored as the next chunk every LIVE_LOG_FLUSH_S; a local one is flushed). Where the step's own process writes its log (a launch()-only
     operator), every line is written as it is printed and there is nothing held back: calling it does nothing.
     """
 
@@ -107,11 +125,18 @@ class Submission:
 
 @dataclass(frozen=True)
 class StatusReport:
-    state: State
+    state: JobState
     message: str = ""
     exit_code: int | None = None
-    #: why a failed job failed when the backend knows: "memory", "timeout", "pending" (can never start)
-    kind: str | None = None
+    #: why a failed job failed when the backend knows: MEMORY, TIMEOUT, PENDING (can never start)
+    kind: FailureKind | None = None
+
+    def __post_init__(self) -> None:
+        # a flavor's plain strings become the members (an unknown value stays as given, and never ends the wait)
+        if not isinstance(self.state, JobState) and self.state in JobState._value2member_map_:
+            object.__setattr__(self, "state", JobState(self.state))
+        if self.kind is not None and not isinstance(self.kind, FailureKind):
+            object.__setattr__(self, "kind", FailureKind.of(self.kind))
 
     @property
     def terminal(self) -> bool:

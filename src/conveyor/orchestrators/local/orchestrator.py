@@ -13,6 +13,7 @@ import time
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from typing import TYPE_CHECKING, Any
 
+from conveyor.enums import ACTIVE_STATUSES, SUCCESSFUL_STATUSES, UNSUCCESSFUL_STATUSES, FailureKind, StepStatus
 from conveyor.exceptions import StepFailedError
 from conveyor.orchestrators.base import BaseOrchestrator
 from conveyor.store.store import now
@@ -20,10 +21,6 @@ from conveyor.store.store import now
 if TYPE_CHECKING:
     from conveyor.execution.launcher import RunState
     from conveyor.orchestrators.local.flavor import LocalOrchestratorConfig
-
-DONE_OK = ("completed", "cached")
-DONE_BAD = ("failed", "skipped", "stopped")
-
 
 STOP_GRACE = 30.0
 IN_PROCESS_GRACE = 1.0
@@ -66,17 +63,18 @@ class LocalOrchestrator(BaseOrchestrator):
         for name, done in state.statuses.items():  # a resumed run's finished steps
             display.update(name, done, "from the earlier attempt")
         previous = self._install_signals(state.run_name)
-        status = "failed"
+        status = StepStatus.FAILED
         try:
             failures = self._schedule(state)
-            status = "completed" if not failures else ("stopped" if state.stop_event.is_set() else "failed")
+            status = (StepStatus.COMPLETED if not failures
+                      else StepStatus.STOPPED if state.stop_event.is_set() else StepStatus.FAILED)
             return failures
         except (KeyboardInterrupt, _Terminate):
-            status = "stopped"
+            status = StepStatus.STOPPED
             raise KeyboardInterrupt from None
         finally:
             try:
-                if status != "completed":
+                if status != StepStatus.COMPLETED:
                     self._settle_steps(state)
                 state.store.update_run(state.run_id, status=status, end_time=now(), heartbeat=now())
                 display.stop(status)
@@ -90,8 +88,9 @@ class LocalOrchestrator(BaseOrchestrator):
         a launcher that did not finish cancelling in time)."""
         ts = now()
         for row in state.store.step_runs(state.run_id):
-            if row["status"] in ("pending", "running"):
-                state.store.update_step_run(row["id"], status="stopped", end_time=ts, failure_kind="stopped",
+            if row["status"] in ACTIVE_STATUSES:
+                state.store.update_step_run(row["id"], status=StepStatus.STOPPED, end_time=ts,
+                                            failure_kind=FailureKind.STOPPED,
                                             error=row["error"] or "stopped: the run ended before this step did")
 
     # -- signals ----------------------------------------------------------------------------------
@@ -125,7 +124,7 @@ class LocalOrchestrator(BaseOrchestrator):
 
         snapshot = state.snapshot
         upstream = {n: list(snapshot.step_spec(n)["upstream"]) for n in snapshot.order}
-        waiting = [n for n in snapshot.order if state.statuses.get(n) not in DONE_OK]
+        waiting = [n for n in snapshot.order if state.statuses.get(n) not in SUCCESSFUL_STATUSES]
         running: dict[Future[str], str] = {}
         failures: list[StepFailedError] = []
         last_beat = last_stop_check = time.monotonic()
@@ -133,15 +132,15 @@ class LocalOrchestrator(BaseOrchestrator):
             while waiting or running:
                 for name in list(waiting):
                     ups = [state.statuses.get(u) for u in upstream[name]]
-                    if state.stop_event.is_set() or any(s in DONE_BAD for s in ups):
+                    if state.stop_event.is_set() or any(s in UNSUCCESSFUL_STATUSES for s in ups):
                         waiting.remove(name)
-                        skipped = "stopped" if state.stop_event.is_set() else "skipped"
+                        skipped = StepStatus.STOPPED if state.stop_event.is_set() else StepStatus.SKIPPED
                         state.statuses[name] = skipped
                         state.store.update_step_run(state.step_ids[name], status=skipped)
                         state.display.update(name, skipped)
-                    elif all(s in DONE_OK for s in ups) and len(running) < self.config.max_parallelism:
+                    elif all(s in SUCCESSFUL_STATUSES for s in ups) and len(running) < self.config.max_parallelism:
                         waiting.remove(name)
-                        state.statuses[name] = "running"
+                        state.statuses[name] = StepStatus.RUNNING
                         running[_start(StepLauncher(state, name).launch, name)] = name
                 if not running:
                     continue
@@ -151,15 +150,18 @@ class LocalOrchestrator(BaseOrchestrator):
                     try:
                         state.statuses[name] = fut.result()
                     except StepFailedError as err:
-                        state.statuses[name] = "stopped" if err.kind == "stopped" else "failed"
-                        if err.kind != "stopped" or not state.stop_event.is_set():
+                        stopped = err.kind == FailureKind.STOPPED
+                        state.statuses[name] = StepStatus.STOPPED if stopped else StepStatus.FAILED
+                        if not stopped or not state.stop_event.is_set():
                             failures.append(err)  # a job cancelled behind our back fails the run
                     except BaseException as err:  # noqa: BLE001 - a bug of ours must still end the step
-                        state.statuses[name] = "failed"
-                        state.store.update_step_run(state.step_ids[name], status="failed", end_time=now(),
-                                                    error=f"internal error: {type(err).__name__}: {err}", failure_kind="internal")
-                        state.display.update(name, "failed", f"internal error: {type(err).__name__}")
-                        failures.append(StepFailedError(name, f"internal error: {type(err).__name__}: {err}", kind="internal"))
+                        state.statuses[name] = StepStatus.FAILED
+                        state.store.update_step_run(state.step_ids[name], status=StepStatus.FAILED, end_time=now(),
+                                                    error=f"internal error: {type(err).__name__}: {err}",
+                                                    failure_kind=FailureKind.INTERNAL)
+                        state.display.update(name, StepStatus.FAILED, f"internal error: {type(err).__name__}")
+                        failures.append(StepFailedError(name, f"internal error: {type(err).__name__}: {err}",
+                                                        kind=FailureKind.INTERNAL))
                 t = time.monotonic()
                 if t - last_beat > self.config.heartbeat_interval:
                     last_beat = t
@@ -175,14 +177,14 @@ class LocalOrchestrator(BaseOrchestrator):
             wait(running, timeout=IN_PROCESS_GRACE)
             for fut, name in running.items():
                 if not fut.done():  # an in-process step stuck in C code: it dies with this process
-                    state.store.update_step_run(state.step_ids[name], status="stopped", end_time=now(),
-                                                error="stopped", failure_kind="stopped")
-                    state.display.update(name, "stopped")
+                    state.store.update_step_run(state.step_ids[name], status=StepStatus.STOPPED, end_time=now(),
+                                                error="stopped", failure_kind=FailureKind.STOPPED)
+                    state.display.update(name, StepStatus.STOPPED)
             for name in waiting:
-                state.store.update_step_run(state.step_ids[name], status="stopped")
+                state.store.update_step_run(state.step_ids[name], status=StepStatus.STOPPED)
             raise
         if state.stop_event.is_set() and not failures:
-            failures.append(StepFailedError("(every running step)", "the run was stopped", kind="stopped"))
+            failures.append(StepFailedError("(every running step)", "the run was stopped", kind=FailureKind.STOPPED))
         return failures
 
     @staticmethod

@@ -23,8 +23,7 @@ from conveyor.exceptions import MEMORY_ADVICE, ResourceUnavailableError
 from conveyor.step_operators.azureml.bootstrap import IDENTITY_ENV, SECRETS_ENV, VAULT_ENV
 from conveyor.step_operators.azureml.flavor import AzureMLStepOperatorConfig, AzureMLStepOperatorSettings
 from conveyor.step_operators.azureml.sizes import check_size, choose_vm_size
-from conveyor.step_operators.base import BaseStepOperator
-from conveyor.step_operators.cloud_common import split_environment, step_image
+from conveyor.step_operators.container import ContainerStepOperator
 from conveyor.step_operators.info import StatusReport, StepRunInfo, Submission
 
 BOOTSTRAP_MODULE = "conveyor.step_operators.azureml.bootstrap"
@@ -93,11 +92,9 @@ class Rendered:
     serverless: bool = False
 
 
-class AzureMLStepOperator(BaseStepOperator):
-    streams_logs: ClassVar[bool] = True
-    stores_logs: ClassVar[bool] = False
-    #: the job shares no filesystem with us: the code travels as a content-hashed archive in the artifact store
-    needs_code_archive: ClassVar[bool] = True
+class AzureMLStepOperator(ContainerStepOperator):
+    #: the bootstrap reads the step's secrets from Key Vault with these
+    image_requirements: ClassVar[tuple[str, ...]] = ("azure-identity", "azure-keyvault-secrets")
     #: seams for tests and custom transports: `client_factory(config) -> MLClient-like`,
     #: `vault_factory(vault_url) -> SecretClient-like`. None: the real SDK with DefaultAzureCredential.
     client_factory: ClassVar[Callable[[AzureMLStepOperatorConfig], Any] | None] = None
@@ -186,24 +183,11 @@ class AzureMLStepOperator(BaseStepOperator):
                                                f"{compute!r}") from None
             return None
 
-    def step_image(self, info: StepRunInfo, *, store_root: str | None = None, code_root: str | None = None,
-                   build: bool = True) -> str | None:
-        """The step's image; None when it runs in a registered Azure ML environment instead."""
+    def runs_in_image(self, info: StepRunInfo) -> bool:
+        """False when the step runs in a registered Azure ML environment instead of an image."""
         s = self._settings(info)
-        if not s.image and (s.environment_name or (self.config.environment_name and not self._has_docker(info))):
-            return None
-        return step_image(info, flavor="azureml", own=s.image, default=self.config.image,
-                          docker_host=self.config.docker_host, network_mode=self.config.build_network_mode,
-                          extra_requirements=["azure-identity", "azure-keyvault-secrets"], store_root=store_root,
-                          code_root=code_root, build=build)
-
-    @staticmethod
-    def _has_docker(info: StepRunInfo) -> bool:
-        return info.config.settings.get("docker") is not None
-
-    def prepare_step(self, info: StepRunInfo, *, store_root: str | None = None, code_root: str | None = None) -> None:
-        """Pre-flight: build the step's image (if it is built) before the run starts; unchanged specs are reused."""
-        self.step_image(info, store_root=store_root, code_root=code_root)
+        has_docker = info.config.settings.get("docker") is not None
+        return bool(s.image) or not (s.environment_name or (self.config.environment_name and not has_docker))
 
     def render(self, info: StepRunInfo, entrypoint_command: list[str], environment: dict[str, str],
                image: str | None) -> Rendered:
@@ -211,19 +195,16 @@ class AzureMLStepOperator(BaseStepOperator):
         from azure.ai.ml import command
         from azure.ai.ml.entities import Environment, JobResourceConfiguration, ManagedIdentityConfiguration
 
-        from conveyor.images.build import step_container
-        from conveyor.step_operators.cloud_common import docker_settings
-
         c, s = self.config, self._settings(info)
         compute, instance_type = self._compute(info)
         serverless = compute is None
         if serverless and not instance_type:
             instance_type = choose_vm_size(info.resources).name
-        container = step_container(entrypoint_command, environment, docker_settings(info))
+        container = self.step_container(info, entrypoint_command, environment)
         env = dict(container.environment)
         if info.resources.cpu_count:
             env["OMP_NUM_THREADS"] = str(max(1, math.ceil(info.resources.cpu_count)))
-        plain, secret = split_environment(env)
+        plain, secret = self.split_environment(env)
         secrets = {var: (key_vault_name(info.job_name, i, var), value)
                    for i, (var, value) in enumerate(sorted(secret.items()))}
         argv = container.command
@@ -276,7 +257,8 @@ class AzureMLStepOperator(BaseStepOperator):
     # -- lifecycle --------------------------------------------------------------------------------
     def submit(self, info: StepRunInfo, entrypoint_command: list[str], environment: dict[str, str]) -> Submission:
         self.check_resources(info)
-        rendered = self.render(info, entrypoint_command, environment, self.step_image(info))
+        image = self.submit_image(info) if self.runs_in_image(info) else None
+        rendered = self.render(info, entrypoint_command, environment, image)
         jobs = self._client().jobs
         name = info.job_name
         try:
@@ -456,7 +438,8 @@ class AzureMLStepOperator(BaseStepOperator):
             time.sleep(self.config.poll_interval)
 
     def dry_run(self, info: StepRunInfo, entrypoint_command: list[str], environment: dict[str, str]) -> dict[str, Any]:
-        rendered = self.render(info, entrypoint_command, environment, self.step_image(info, build=False))
+        image = self.step_image(info, build=False) if self.runs_in_image(info) else None
+        rendered = self.render(info, entrypoint_command, environment, image)
         return {"flavor": self.flavor, "job_name": info.job_name,
                 "workspace": {"subscription_id": self.config.subscription_id,
                               "resource_group": self.config.resource_group,

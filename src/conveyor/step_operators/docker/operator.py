@@ -3,31 +3,20 @@
 from __future__ import annotations
 
 import codecs
-import json
 import math
 import os
 import threading
 import time
-from typing import Any, Callable, ClassVar, Iterator
+from typing import Any, Iterator
 
 from conveyor.exceptions import MEMORY_ADVICE, ResourceUnavailableError
 from conveyor.images.settings import DockerSettings
-from conveyor.step_operators.base import BaseStepOperator
+from conveyor.step_operators.container import ContainerStepOperator
 from conveyor.step_operators.docker.flavor import DockerStepOperatorConfig, DockerStepOperatorSettings
 from conveyor.step_operators.info import StatusReport, StepRunInfo, Submission
 
-#: fsspec implementation each remote artifact store scheme needs inside the image
-STORE_PACKAGES = {"s3": "s3fs", "s3a": "s3fs", "gs": "gcsfs", "gcs": "gcsfs", "abfs": "adlfs", "az": "adlfs"}
 LABEL = "conveyor.step_run_id"
 ENGINE_TTL_S = 60.0
-
-
-def store_requirements(store_root: str | None) -> list[str]:
-    """The fsspec package the step needs to reach a remote artifact store (none for a local one)."""
-    if not store_root or "://" not in store_root:
-        return []
-    package = STORE_PACKAGES.get(store_root.split("://", 1)[0])
-    return [package] if package else []
 
 
 def _parse_ulimit(name: str, value: str | int) -> tuple[int, int]:
@@ -38,12 +27,7 @@ def _parse_ulimit(name: str, value: str | int) -> tuple[int, int]:
         raise ValueError(f"ulimit {name}={value!r}: write it as 'soft:hard' or a number") from None
 
 
-class DockerStepOperator(BaseStepOperator):
-    streams_logs: ClassVar[bool] = True
-    stores_logs: ClassVar[bool] = False
-    #: the container shares no filesystem with us but the artifact store: code travels as the hashed archive
-    needs_code_archive: ClassVar[bool] = True
-
+class DockerStepOperator(ContainerStepOperator):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._clients: dict[str, Any] = {}
@@ -91,39 +75,18 @@ class DockerStepOperator(BaseStepOperator):
         return info.config.operator_settings or DockerStepOperatorSettings()  # type: ignore[return-value]
 
     def docker_settings(self, info: StepRunInfo) -> DockerSettings:
-        """The operator's image defaults under the pipeline's and step's "docker" settings, field by field."""
-        base = self.config.docker_settings.model_dump(exclude_unset=True) if self.config.docker_settings else {}
-        return DockerSettings.model_validate({**base, **(info.config.settings.get("docker") or {})})
-
-    def step_image(self, info: StepRunInfo, *, store_root: str | None = None, code_root: str | None = None,
-                   log: Callable[[str], None] | None = None) -> tuple[str, bool]:
-        """(image reference, whether it was built now): the prebuilt image, or the content-hashed build."""
-        from conveyor.images.build import artifact_store_root, build_plan, plan_image
-
-        settings = self.docker_settings(info)
-        if settings.image:
-            return settings.image, False
-        store_root = store_root if store_root is not None else artifact_store_root(info)
-        plan = plan_image(settings, code_root=code_root if settings.bake_code else None,
-                          extra_requirements=store_requirements(store_root))
-        return build_plan(plan, self.config.docker_host, network_mode=self.config.build_network_mode, log=log)
-
-    def prepare_step(self, info: StepRunInfo, *, store_root: str | None = None, code_root: str | None = None,
-                     log: Callable[[str], None] | None = None) -> str:
-        """Build the step's image before the run starts (pre-flight), so a broken build leaves no run behind."""
-        return self.step_image(info, store_root=store_root, code_root=code_root, log=log)[0]
+        """As every container flavor's, but never None: without any, the step's image is built from the defaults."""
+        return super().docker_settings(info) or DockerSettings()
 
     def _mounts(self, info: StepRunInfo) -> list[tuple[str, str, bool]]:
         """(source, target, read_only) bind mounts: the config's, the step's, and a local artifact store."""
-        from conveyor.images.build import local_artifact_store_root
-
         mounts: list[tuple[str, str, bool]] = []
         for spec in [*self.config.mounts, *self._settings(info).mounts]:
             parts = spec.split(":")
             source = os.path.expanduser(parts[0])
             target = parts[1] if len(parts) > 1 and parts[1] not in ("ro", "rw") else source
             mounts.append((source, target, parts[-1] == "ro" and len(parts) > 1))
-        root = local_artifact_store_root(info) if self.config.mount_artifact_store else None
+        root = self.local_store_root(info) if self.config.mount_artifact_store else None
         if root and not any(root == s or root.startswith(s.rstrip("/") + "/") for s, t, _ in mounts if s == t):
             mounts.append((root, root, False))
         return mounts
@@ -131,11 +94,9 @@ class DockerStepOperator(BaseStepOperator):
     def container_spec(self, info: StepRunInfo, image: str, entrypoint_command: list[str],
                        environment: dict[str, str]) -> dict[str, Any]:
         """The container as JSON-able create arguments (`dry_run` shows this; `submit` sends it)."""
-        from conveyor.images.build import step_container
-
         r = info.config.resource_settings
         settings = self._settings(info)
-        container = step_container(entrypoint_command, environment, self.docker_settings(info))
+        container = self.step_container(info, entrypoint_command, environment)
         env = {**container.environment, **settings.environment}
         if r.cpu_count is not None:
             env.setdefault("OMP_NUM_THREADS", str(max(1, math.floor(r.cpu_count))))
@@ -196,22 +157,10 @@ class DockerStepOperator(BaseStepOperator):
                                            f"{engine['mem_total'] // 2**20} MiB; lower the request")
 
     # -- full contract ----------------------------------------------------------------------------
-    def _code_root(self, info: StepRunInfo) -> str | None:
-        """The step's code root, read from its job spec (only needed to bake code into the image)."""
-        from conveyor.artifacts.store import ArtifactStore
-
-        options = None
-        try:
-            store = ArtifactStore(info.job_uri.rsplit("/", 1)[0], options)
-            return (json.loads(store.read_text(info.job_uri)).get("source") or {}).get("code_root")
-        except Exception:  # noqa: BLE001 - without it, bake_code reports the missing root
-            return None
-
     def submit(self, info: StepRunInfo, entrypoint_command: list[str], environment: dict[str, str]) -> Submission:
         import docker
 
-        code_root = self._code_root(info) if self.docker_settings(info).bake_code else None
-        image, _ = self.step_image(info, code_root=code_root)
+        image = self.submit_image(info)
         spec = self.container_spec(info, image, entrypoint_command, environment)
         client = self.client()
         reattached = False

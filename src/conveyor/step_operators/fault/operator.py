@@ -6,6 +6,7 @@ import sys
 import time
 from typing import Any
 
+from conveyor.artifacts.layout import AttemptLayout
 from conveyor.step_operators.info import StatusReport, StepRunInfo, Submission
 from conveyor.step_operators.local.operator import LocalStepOperator
 from conveyor.utils.procs import kill_tree
@@ -77,7 +78,7 @@ class FaultStepOperator(LocalStepOperator):
             return Submission(flavor=self.flavor, job_name=info.job_name, data={"state": "queued", "fault": mode})
         submission = super().submit(info, command, environment)
         submission.data["fault"] = mode
-        submission.data["result_uri"] = f"{info.attempt_uri}/result.json"
+        submission.data["result_uri"] = AttemptLayout.of(info).result
         self._started[info.job_name] = time.monotonic()
         return submission
 

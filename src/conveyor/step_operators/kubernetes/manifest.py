@@ -18,10 +18,6 @@ CONTAINER = "step"
 GPU_RESOURCE = "nvidia.com/gpu"
 MANAGED_BY = "conveyor"
 LABEL_PREFIX = "conveyor.dev/"
-#: environment the pod gets as plain values: identifiers and tuning, never credentials. Everything else the
-#: launcher hands over (artifact store credentials, storage options) goes into the per-job Secret.
-PLAIN_ENV = frozenset({"CONVEYOR_RUN_ID", "CONVEYOR_STEP_RUN_ID", "CONVEYOR_STEP_NAME", "CONVEYOR_CODE_CACHE",
-                       "OMP_NUM_THREADS", "PYTHONUNBUFFERED"})
 
 _DNS1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
@@ -82,13 +78,6 @@ def container_resources(resources: ResourceSettings) -> dict[str, dict[str, str]
 
 def secret_name(job_name: str) -> str:
     return dns1123_name(f"{job_name}-env", 253)
-
-
-def split_environment(environment: dict[str, str]) -> tuple[dict[str, str], dict[str, str]]:
-    """(plain, secret): only known identifiers stay plain; anything else travels in the per-job Secret."""
-    plain = {k: v for k, v in environment.items() if k in PLAIN_ENV}
-    secret = {k: v for k, v in environment.items() if k not in PLAIN_ENV}
-    return plain, secret
 
 
 def secret_manifest(name: str, namespace: str, labels: dict[str, str], values: dict[str, str],

@@ -12,10 +12,10 @@ import codecs
 import math
 import threading
 import time
-from typing import TYPE_CHECKING, Any, ClassVar, Iterator
+from typing import Any, Iterator
 
 from conveyor.exceptions import MEMORY_ADVICE, ResourceUnavailableError
-from conveyor.step_operators.base import BaseStepOperator
+from conveyor.step_operators.container import ContainerStepOperator
 from conveyor.step_operators.info import StatusReport, StepRunInfo, Submission
 from conveyor.step_operators.kubernetes.flavor import (
     KubernetesPodSettings,
@@ -32,11 +32,7 @@ from conveyor.step_operators.kubernetes.manifest import (
     label_value,
     secret_manifest,
     secret_name,
-    split_environment,
 )
-
-if TYPE_CHECKING:
-    from conveyor.images.settings import DockerSettings
 
 #: waiting reasons after which a pod never starts without someone changing the image, the registry or the config
 NEVER_STARTS = frozenset({"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull",
@@ -68,12 +64,7 @@ def _memory(value: str) -> int:
     return int(parse_quantity(value))
 
 
-class KubernetesStepOperator(BaseStepOperator):
-    streams_logs: ClassVar[bool] = True
-    stores_logs: ClassVar[bool] = False
-    #: the pod shares no filesystem with us: the code travels as a content-hashed archive in the artifact store
-    needs_code_archive: ClassVar[bool] = True
-
+class KubernetesStepOperator(ContainerStepOperator):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._apis: dict[tuple[Any, ...], tuple[Any, Any]] = {}
@@ -119,65 +110,17 @@ class KubernetesStepOperator(BaseStepOperator):
     def _settings(info: StepRunInfo) -> KubernetesStepOperatorSettings:
         return info.config.operator_settings or KubernetesStepOperatorSettings()  # type: ignore[return-value]
 
-    @staticmethod
-    def docker_settings(info: StepRunInfo) -> "DockerSettings | None":
-        """The step's (and pipeline's) "docker" settings, or None when it has none."""
-        from conveyor.images.settings import DockerSettings
-
-        raw = info.config.settings.get("docker")
-        if raw is None:
-            return None
-        return raw if isinstance(raw, DockerSettings) else DockerSettings.model_validate(raw)
-
-    def step_image(self, info: StepRunInfo, *, store_root: str | None = None, code_root: str | None = None,
-                   build: bool = True) -> str:
-        """The step's own image, the "docker" settings' image (prebuilt, or built by content hash), or the
-        operator's image. `build=False` (dry runs) names the tag a build would get, touching no engine."""
-        own = self._settings(info).image
-        docker = self.docker_settings(info)
-        if own:
-            return own
-        if docker is None:
-            if self.config.image:
-                return self.config.image
-            raise ResourceUnavailableError(
-                f"step {info.pipeline_step_name!r}: the kubernetes step operator needs an image with conveyor "
-                "installed: give the operator an image (conveyor step-operator update NAME --image=...), or the step "
-                "settings={'docker': {'image': ...}} (prebuilt) or {'docker': {'parent_image': ...}} (built)")
-        if docker.image:
-            return docker.image
-        from conveyor.images.build import artifact_store_root, build_plan, plan_image
-
-        root = store_root if store_root is not None else artifact_store_root(info)
-        extra = ["s3fs"] if root and root.startswith("s3://") else []
-        plan = plan_image(docker, code_root=code_root if docker.bake_code else None, extra_requirements=extra)
-        if not build:
-            return plan.tag
-        return build_plan(plan, self.config.docker_host, network_mode=self.config.build_network_mode)[0]
-
-    def prepare_step(self, info: StepRunInfo, *, store_root: str | None = None, code_root: str | None = None) -> str:
-        """Pre-flight: build the step's image (if it is built) before the run starts; unchanged specs are reused."""
-        return self.step_image(info, store_root=store_root, code_root=code_root)
-
     def pod_settings(self, info: StepRunInfo) -> KubernetesPodSettings:
         pod = self.config.pod_settings.merged(self._settings(info).pod_settings)
-        store_root = self._local_store_root(info)
+        store_root = self.local_store_root(info)
         if store_root and self.config.mount_local_artifact_store:
             volume = {"name": "conveyor-artifacts", "hostPath": {"path": store_root, "type": "Directory"}}
             mount = {"name": "conveyor-artifacts", "mountPath": store_root}
             pod = pod.merged(KubernetesPodSettings(volumes=[volume], volume_mounts=[mount]))
         return pod
 
-    @staticmethod
-    def _local_store_root(info: StepRunInfo) -> str | None:
-        """The local artifact store's root directory, or None for a remote store (or a pre-flight check)."""
-        if not info.attempt_uri or "://" in info.attempt_uri:
-            return None
-        # the launcher puts every attempt at <root>/runs/<run>/steps/<step>/attempt-<n>
-        return info.attempt_uri.rsplit("/runs/", 1)[0]
-
     def _check_store(self, info: StepRunInfo, pod: KubernetesPodSettings) -> None:
-        root = self._local_store_root(info)
+        root = self.local_store_root(info)
         if root is None:
             return
         mounted = [str(m.get("mountPath", "")).rstrip("/") for m in pod.volume_mounts]
@@ -202,19 +145,17 @@ class KubernetesStepOperator(BaseStepOperator):
     def render(self, info: StepRunInfo, entrypoint_command: list[str], environment: dict[str, str],
                image: str | None = None) -> tuple[dict[str, Any], dict[str, str], str]:
         """(Job manifest, values of the per-job Secret, Secret name)."""
-        from conveyor.images.build import step_container
-
         settings = self._settings(info)
         pod = self.pod_settings(info)
         name = dns1123_name(info.job_name)
-        container = step_container(entrypoint_command, environment, self.docker_settings(info))
+        container = self.step_container(info, entrypoint_command, environment)
         env = dict(container.environment)
         cpus = info.config.resource_settings.cpu_count
         if cpus is not None:
             # the container sees every CPU of the node; libraries sizing thread pools from that would thrash
             # against the CPU limit
             env.setdefault("OMP_NUM_THREADS", str(max(1, math.floor(cpus))))
-        plain, secret_values = split_environment(env)
+        plain, secret_values = self.split_environment(env)
         secret = secret_name(name)
         full = container.command
         split = 3 if full[1:2] == ["-m"] else 1
@@ -251,7 +192,7 @@ class KubernetesStepOperator(BaseStepOperator):
         return nodes
 
     def check_resources(self, info: StepRunInfo) -> None:
-        self.step_image(info, build=False)
+        self.check_image(info)
         self._check_store(info, self.pod_settings(info))
         r = info.config.resource_settings
         if r.empty or not self.config.check_node_resources:
@@ -288,7 +229,7 @@ class KubernetesStepOperator(BaseStepOperator):
     # -- full contract ----------------------------------------------------------------------------
     def submit(self, info: StepRunInfo, entrypoint_command: list[str], environment: dict[str, str]) -> Submission:
         self._check_store(info, self.pod_settings(info))
-        job, secret_values, secret = self.render(info, entrypoint_command, environment, self.step_image(info))
+        job, secret_values, secret = self.render(info, entrypoint_command, environment, self.submit_image(info))
         core, batch = self._api()
         ns = self.config.kubernetes_namespace
         name = job["metadata"]["name"]

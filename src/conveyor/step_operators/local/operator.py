@@ -6,7 +6,6 @@ import math
 import os
 import socket
 import subprocess
-import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -19,7 +18,7 @@ from conveyor.step_operators.info import StatusReport, StepRunInfo, Submission
 from conveyor.step_operators.local.flavor import LocalStepOperatorConfig
 from conveyor.step_operators.local.limits import CPUS, GPUS, MemoryLimit, make_preexec, memory_limit, rlimit_notice
 from conveyor.step_operators.local.spares import SPARES
-from conveyor.utils.private import private_makedirs, private_opener
+from conveyor.utils.private import private_opener
 from conveyor.utils.procs import kill_tree, process_start, same_process
 from conveyor.utils.reaper import SUBREAPER_ENV
 
@@ -96,16 +95,14 @@ class LocalStepOperator(BaseStepOperator):
 
     # -- full contract ----------------------------------------------------------------------------
     def submit(self, info: StepRunInfo, entrypoint_command: list[str], environment: dict[str, str]) -> Submission:
+        from conveyor.execution.logs import process_log_path
+
         self.check_resources(info)
         command = list(entrypoint_command)
         if self.config.python:
             command[0] = self.config.python
-        if "://" in info.attempt_uri:  # a remote artifact store: the launcher uploads the log when the step ends
-            log_dir = os.path.join(tempfile.gettempdir(), "conveyor-steps", info.job_name)
-        else:
-            log_dir = info.attempt_uri
-        private_makedirs(log_dir)
-        log_path = os.path.join(log_dir, "logs.txt")
+        # the stored log itself on a local store; on a remote one a file here that the launcher stores
+        log_path = process_log_path(info.attempt_uri, info.job_name)
         job = _Job(info, command, environment, log_path)
         with self._lock:
             self._jobs[info.job_name] = job
@@ -185,7 +182,7 @@ class LocalStepOperator(BaseStepOperator):
             return StatusReport("failed", f"the step's process was killed by signal {-code}", exit_code=128 - code)
         return StatusReport("failed", f"the step's process exited with code {code}", exit_code=code)
 
-    def wait_for_change(self, submission: Submission, timeout: float) -> None:
+    def wait_for_change(self, submission: Submission, timeout: float) -> bool:
         """Returns as soon as the step's process exits, so a finished step is noticed at once."""
         job = self._jobs.get(submission.job_name)
         if job is not None and job.process is not None:
@@ -195,6 +192,7 @@ class LocalStepOperator(BaseStepOperator):
                 pass
         else:
             time.sleep(timeout)
+        return True
 
     def _status_elsewhere(self, submission: Submission) -> StatusReport:
         """Another process submitted it (resume, `conveyor run stop`): follow it by pid and start time (a pid

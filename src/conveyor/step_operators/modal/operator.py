@@ -18,8 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar, Iterator
 
 from conveyor.exceptions import MEMORY_ADVICE, ResourceUnavailableError
-from conveyor.step_operators.base import BaseStepOperator
-from conveyor.step_operators.cloud_common import split_environment, step_image
+from conveyor.step_operators.container import ContainerStepOperator
 from conveyor.step_operators.info import StatusReport, StepRunInfo, Submission
 from conveyor.step_operators.modal.flavor import ModalStepOperatorConfig, ModalStepOperatorSettings
 
@@ -72,11 +71,7 @@ class SandboxSpec:
         return out
 
 
-class ModalStepOperator(BaseStepOperator):
-    streams_logs: ClassVar[bool] = True
-    stores_logs: ClassVar[bool] = False
-    #: the Sandbox shares no filesystem with us: the code travels as a content-hashed archive in the artifact store
-    needs_code_archive: ClassVar[bool] = True
+class ModalStepOperator(ContainerStepOperator):
     #: seam for tests: returns an object with the `modal` module's `App`, `Image`, `Secret`, `Sandbox` and `Client`
     sdk_factory: ClassVar[Callable[[], Any] | None] = None
 
@@ -158,28 +153,15 @@ class ModalStepOperator(BaseStepOperator):
     def check_resources(self, info: StepRunInfo) -> None:
         self.resources(info)
 
-    def step_image(self, info: StepRunInfo, *, store_root: str | None = None, code_root: str | None = None,
-                   build: bool = True) -> str:
-        return step_image(info, flavor="modal", own=self._settings(info).image, default=self.config.image,
-                          docker_host=self.config.docker_host, network_mode=self.config.build_network_mode,
-                          extra_requirements=[], store_root=store_root, code_root=code_root, build=build)
-
-    def prepare_step(self, info: StepRunInfo, *, store_root: str | None = None, code_root: str | None = None) -> None:
-        """Pre-flight: build the step's image (if it is built) before the run starts; unchanged specs are reused."""
-        self.step_image(info, store_root=store_root, code_root=code_root)
-
     def render(self, info: StepRunInfo, entrypoint_command: list[str], environment: dict[str, str],
                image: str) -> SandboxSpec:
-        from conveyor.images.build import step_container
-        from conveyor.step_operators.cloud_common import docker_settings
-
         s, c = self._settings(info), self.config
         gpu, cpu, memory = self.resources(info)
-        container = step_container(entrypoint_command, environment, docker_settings(info))
+        container = self.step_container(info, entrypoint_command, environment)
         env = dict(container.environment)
         if cpu:
             env["OMP_NUM_THREADS"] = str(max(1, math.ceil(cpu)))
-        plain, secret = split_environment(env)
+        plain, secret = self.split_environment(env)
         timeout = s.timeout or c.timeout
         if info.config.timeout:
             # the launcher stops the step at its timeout; Modal's own limit is a backstop a little later
@@ -221,7 +203,7 @@ class ModalStepOperator(BaseStepOperator):
 
     # -- lifecycle --------------------------------------------------------------------------------
     def submit(self, info: StepRunInfo, entrypoint_command: list[str], environment: dict[str, str]) -> Submission:
-        spec = self.render(info, entrypoint_command, environment, self.step_image(info))
+        spec = self.render(info, entrypoint_command, environment, self.submit_image(info))
         sandbox = self._find(spec)
         reattached = sandbox is not None
         if sandbox is not None:

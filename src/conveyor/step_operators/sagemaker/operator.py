@@ -14,15 +14,16 @@ import math
 import re
 import threading
 import time
-from typing import TYPE_CHECKING, Any, ClassVar, Iterator
+from typing import Any, Callable, ClassVar, Iterator
 
 from conveyor.exceptions import MEMORY_ADVICE, ResourceUnavailableError
-from conveyor.step_operators.base import BaseStepOperator
+from conveyor.step_operators.container import ContainerStepOperator
 from conveyor.step_operators.info import StatusReport, StepRunInfo, Submission
 from conveyor.step_operators.sagemaker.flavor import SageMakerStepOperatorConfig, SageMakerStepOperatorSettings
 from conveyor.step_operators.sagemaker.request import (
     BOOTSTRAP_MODULE,
     ENDPOINT_ENV,
+    SAGEMAKER_PLAIN_ENV,
     SECRET_ENV,
     SECRET_MAX_BYTES,
     check_arguments,
@@ -33,9 +34,6 @@ from conveyor.step_operators.sagemaker.request import (
     stopping_condition,
     tags,
 )
-
-if TYPE_CHECKING:
-    from conveyor.images.settings import DockerSettings
 
 LOG_GROUP = "/aws/sagemaker/TrainingJobs"
 #: how long the API may be unreachable before a job is reported lost (and re-submitted as a new attempt)
@@ -58,11 +56,14 @@ def _message(err: BaseException) -> str:
     return str((response.get("Error") or {}).get("Message", "")) or str(err)
 
 
-class SageMakerStepOperator(BaseStepOperator):
-    streams_logs: ClassVar[bool] = True
-    stores_logs: ClassVar[bool] = False
-    #: the training instance shares no filesystem with us: the code travels as an archive in the artifact store
-    needs_code_archive: ClassVar[bool] = True
+class SageMakerStepOperator(ContainerStepOperator):
+    #: the container's own settings (region, the redaction list) are plain too; the split is `request.py`'s,
+    #: which also keeps the step's non-secret settings["environment"] plain and honours SageMaker's limits
+    extra_plain_environment: ClassVar[frozenset[str]] = SAGEMAKER_PLAIN_ENV
+    missing_image_advice: ClassVar[str] = (
+        "needs an ECR image with conveyor installed: give the operator one (conveyor step-operator update NAME "
+        "--image=<account>.dkr.ecr.<region>.amazonaws.com/<repo>:<tag>), or the step settings={'docker': "
+        "{'image': ...}}")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -106,42 +107,11 @@ class SageMakerStepOperator(BaseStepOperator):
     def _settings(info: StepRunInfo) -> SageMakerStepOperatorSettings:
         return info.config.operator_settings or SageMakerStepOperatorSettings()  # type: ignore[return-value]
 
-    @staticmethod
-    def docker_settings(info: StepRunInfo) -> "DockerSettings | None":
-        from conveyor.images.settings import DockerSettings
-
-        raw = info.config.settings.get("docker")
-        if raw is None:
-            return None
-        return raw if isinstance(raw, DockerSettings) else DockerSettings.model_validate(raw)
-
-    def step_image(self, info: StepRunInfo, *, store_root: str | None = None, code_root: str | None = None,
-                   build: bool = True) -> str:
-        """The "docker" settings' image (prebuilt, or built by content hash), or the operator's image.
-        `build=False` (dry runs, checks) names the tag a build would get, touching no engine."""
-        docker = self.docker_settings(info)
-        if docker is None:
-            if self.config.image:
-                return self.config.image
-            raise ResourceUnavailableError(
-                f"step {info.pipeline_step_name!r}: the sagemaker step operator needs an ECR image with conveyor "
-                "installed: give the operator one (conveyor step-operator update NAME --image=<account>.dkr.ecr."
-                "<region>.amazonaws.com/<repo>:<tag>), or the step settings={'docker': {'image': ...}}")
-        if docker.image:
-            return docker.image
-        from conveyor.images.build import artifact_store_root, build_plan, plan_image
-
-        root = store_root if store_root is not None else artifact_store_root(info)
-        extra = ["s3fs"] if root and root.startswith("s3://") else []
-        plan = plan_image(docker, code_root=code_root if docker.bake_code else None, extra_requirements=extra)
-        if not build:
-            return plan.tag
-        return build_plan(plan, self.config.docker_host, network_mode=self.config.build_network_mode)[0]
-
-    def prepare_step(self, info: StepRunInfo, *, store_root: str | None = None, code_root: str | None = None) -> str:
-        """Pre-flight: a local artifact store cannot work; build the step's image if it is built."""
+    def prepare_step(self, info: StepRunInfo, *, store_root: str | None = None, code_root: str | None = None,
+                     log: Callable[[str], None] | None = None) -> None:
+        """Pre-flight: a local artifact store cannot work; then build the step's image if it is built."""
         self._check_store(store_root, info.pipeline_step_name)
-        return self.step_image(info, store_root=store_root, code_root=code_root)
+        super().prepare_step(info, store_root=store_root, code_root=code_root, log=log)
 
     @staticmethod
     def _check_store(root: str | None, step: str) -> None:
@@ -177,18 +147,16 @@ class SageMakerStepOperator(BaseStepOperator):
                image: str | None = None, secret_ref: str | None = None) -> tuple[dict[str, Any], dict[str, str]]:
         """(CreateTrainingJob request, values of the per-job secret). Without `secret_ref` the request names the
         secret by its name (dry runs); `submit` passes the ARN it got."""
-        from conveyor.images.build import step_container
-
         settings = self._settings(info)
         name = self.job_name(info)
-        container = step_container(entrypoint_command, environment, self.docker_settings(info))
+        container = self.step_container(info, entrypoint_command, environment)
         env = {**container.environment, **settings.environment}
         cpus = info.config.resource_settings.cpu_count
         if cpus is not None:
             # the instance may have more vCPUs than asked for: size thread pools to the request
             env.setdefault("OMP_NUM_THREADS", str(max(1, math.floor(cpus))))
         step_env = dict(info.config.settings.get("environment") or {})
-        plain, hidden = split_environment(env, step_env, settings.environment)
+        plain, hidden = split_environment(env, step_env, settings.environment, plain_names=self.plain_names())
         if hidden:
             plain[SECRET_ENV] = secret_ref or secret_name(name)
             if self.config.endpoint_url:
@@ -237,7 +205,7 @@ class SageMakerStepOperator(BaseStepOperator):
 
     # -- checks -----------------------------------------------------------------------------------
     def check_resources(self, info: StepRunInfo) -> None:
-        self.step_image(info, build=False)
+        self.check_image(info)
         self.instance_type(info)
         settings = self._settings(info)
         stopping_condition(settings.max_runtime_in_seconds, info.config.timeout, settings.use_spot_instances,
@@ -263,7 +231,7 @@ class SageMakerStepOperator(BaseStepOperator):
             data["arn"] = existing.get("TrainingJobArn")
             data["secret"] = (existing.get("Environment") or {}).get(SECRET_ENV)
             return Submission(flavor=self.flavor, job_name=info.job_name, backend_id=name, data=data)
-        image = self.step_image(info)
+        image = self.submit_image(info)
         request, hidden = self.render(info, entrypoint_command, environment, image, secret_ref="<pending>")
         if hidden:
             data["secret"] = self._create_secret(name, hidden, info)

@@ -17,6 +17,7 @@ from typing import Any, Iterable
 
 from conveyor.config.resources import ResourceSettings
 from conveyor.exceptions import ResourceUnavailableError
+from conveyor.step_operators.container import PLAIN_ENV as CONTAINER_PLAIN_ENV
 
 JOB_NAME_MAX = 63
 ENV_MAX_ENTRIES = 100
@@ -34,12 +35,12 @@ SECRET_ENV = "CONVEYOR_SAGEMAKER_SECRET"
 ENDPOINT_ENV = "CONVEYOR_SAGEMAKER_ENDPOINT_URL"
 BOOTSTRAP_MODULE = "conveyor.step_operators.sagemaker.bootstrap"
 REDACT_ENV = "CONVEYOR_REDACT_ENV"
-#: identifiers and tuning the container gets as plain Environment values; the step's own non-secret
-#: settings["environment"] and the operator settings' `environment` are plain too. Everything else the launcher
-#: hands over (artifact store credentials, values resolved from {{name.key}}) travels in the per-job secret.
-PLAIN_ENV = frozenset({"CONVEYOR_RUN_ID", "CONVEYOR_STEP_RUN_ID", "CONVEYOR_STEP_NAME", "CONVEYOR_CODE_CACHE",
-                       "CONVEYOR_STORAGE_OPTIONS", REDACT_ENV, "PYTHONUNBUFFERED", "OMP_NUM_THREADS",
-                       "AWS_DEFAULT_REGION", "AWS_REGION"})
+#: what a training job's Environment shows beside every container flavor's identifiers (container.PLAIN_ENV): the
+#: settings its container reads first. The step's own non-secret settings["environment"] and the operator
+#: settings' `environment` are plain too. Everything else the launcher hands over (artifact store credentials,
+#: values resolved from {{name.key}}) travels in the per-job secret.
+SAGEMAKER_PLAIN_ENV = frozenset({"CONVEYOR_STORAGE_OPTIONS", REDACT_ENV, "AWS_DEFAULT_REGION", "AWS_REGION"})
+PLAIN_ENV = CONTAINER_PLAIN_ENV | SAGEMAKER_PLAIN_ENV
 #: never useful inside a training job (the role gives credentials), and naming a profile that is not there breaks boto
 DROPPED_ENV = frozenset({"AWS_PROFILE"})
 
@@ -141,17 +142,18 @@ def secret_name(name: str) -> str:
     return f"conveyor/{name}"
 
 
-def _secret_variables(environment: dict[str, str], step_env: dict[str, Any], operator_env: dict[str, str]) -> set[str]:
+def _secret_variables(environment: dict[str, str], step_env: dict[str, Any], operator_env: dict[str, str],
+                      plain: frozenset[str]) -> set[str]:
     """Names of the variables that must not be plain values: named in CONVEYOR_REDACT_ENV, resolved from a
     {{reference}}, or anything the launcher added that is not a known identifier (the artifact store's
     credentials)."""
     redacted = {n for n in environment.get(REDACT_ENV, "").split(",") if n}
     plain_user = {k for k, v in step_env.items() if "{{" not in str(v)} | set(operator_env)
-    return {k for k in environment if k in redacted or (k not in PLAIN_ENV and k not in plain_user)}
+    return {k for k in environment if k in redacted or (k not in plain and k not in plain_user)}
 
 
 def split_environment(environment: dict[str, str], step_env: dict[str, Any], operator_env: dict[str, str],
-                      reserved: int = 2) -> tuple[dict[str, str], dict[str, str]]:
+                      reserved: int = 2, plain_names: frozenset[str] = PLAIN_ENV) -> tuple[dict[str, str], dict[str, str]]:
     """(plain Environment, values for the per-job secret), within SageMaker's Environment limits.
 
     Secrets go to the secret; so do plain variables SageMaker would refuse (a key it does not accept, a value over
@@ -159,7 +161,7 @@ def split_environment(environment: dict[str, str], step_env: dict[str, Any], ope
     all the same.
     """
     env = {k: v for k, v in environment.items() if k not in DROPPED_ENV}
-    secret_keys = _secret_variables(env, step_env, operator_env)
+    secret_keys = _secret_variables(env, step_env, operator_env, plain_names)
     plain: dict[str, str] = {}
     hidden: dict[str, str] = {}
     for key in sorted(env):
@@ -171,7 +173,7 @@ def split_environment(environment: dict[str, str], step_env: dict[str, Any], ope
     limit = ENV_MAX_ENTRIES - reserved
     if len(plain) > limit:
         # keep Conveyor's identifiers plain (they show in the console), move the rest
-        order = sorted(plain, key=lambda k: (k not in PLAIN_ENV, k))
+        order = sorted(plain, key=lambda k: (k not in plain_names, k))
         for key in order[limit:]:
             hidden[key] = plain.pop(key)
     return plain, hidden

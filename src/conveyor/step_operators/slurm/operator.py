@@ -8,6 +8,7 @@ import sys
 import time
 from typing import Any, ClassVar, Iterator
 
+from conveyor.artifacts.layout import AttemptLayout
 from conveyor.exceptions import MEMORY_ADVICE, ResourceUnavailableError
 from conveyor.step_operators.base import BaseStepOperator
 from conveyor.step_operators.info import StatusReport, StepRunInfo, Submission
@@ -51,7 +52,7 @@ class SlurmStepOperator(BaseStepOperator):
 
     def _job_dir(self, info: StepRunInfo) -> str:
         if self.config.working_dir:
-            return os.path.join(self.config.working_dir, info.run_id, info.pipeline_step_name, f"attempt-{info.attempt}")
+            return AttemptLayout.of(info).under(self.config.working_dir)
         if "://" in info.attempt_uri:
             raise ResourceUnavailableError(
                 "the slurm step operator needs a directory shared with the cluster for its job files: set working_dir "

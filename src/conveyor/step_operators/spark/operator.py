@@ -19,7 +19,6 @@ import shlex
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import urllib.error
@@ -249,7 +248,7 @@ class SparkStepOperator(BaseStepOperator):
         uri = (spec.get("source") or {}).get("code_archive")
         if not uri or "://" not in uri:
             return uri or None
-        from conveyor.execution.code_archive import cache_dir
+        from conveyor.artifacts.code_archive import cache_dir
 
         local = cache_dir() / "spark" / uri.rsplit("/", 1)[-1]
         if not local.exists():
@@ -336,17 +335,11 @@ class SparkStepOperator(BaseStepOperator):
                 continue
         return None
 
-    def _log_path(self, info: StepRunInfo) -> str:
-        if "://" in info.attempt_uri or not info.attempt_uri:  # a remote store: the launcher uploads the log
-            log_dir = os.path.join(tempfile.gettempdir(), "conveyor-steps", info.job_name)
-        else:
-            log_dir = info.attempt_uri
-        os.makedirs(log_dir, exist_ok=True)
-        return os.path.join(log_dir, "logs.txt")
-
     def submit(self, info: StepRunInfo, entrypoint_command: list[str], environment: dict[str, str]) -> Submission:
+        from conveyor.execution.logs import process_log_path
+
         self.check_resources(info)
-        log_path = self._log_path(info)
+        log_path = process_log_path(info.attempt_uri, info.job_name)  # the stored log, or a file the launcher stores
         data: dict[str, Any] = {"host": socket.gethostname(), "log_path": log_path, "app_name": info.job_name,
                                 "master": self.config.master, "deploy_mode": self.config.deploy_mode,
                                 "webui": self.webui(), "step_run_id": info.step_run_id}
@@ -434,7 +427,7 @@ class SparkStepOperator(BaseStepOperator):
         except OSError:
             return ""
 
-    def wait_for_change(self, submission: Submission, timeout: float) -> None:
+    def wait_for_change(self, submission: Submission, timeout: float) -> bool:
         """Returns as soon as spark-submit exits, so a finished step is noticed at once."""
         job = self._jobs.get(submission.job_name)
         if job is not None and job.process is not None:
@@ -444,6 +437,7 @@ class SparkStepOperator(BaseStepOperator):
                 pass
         else:
             time.sleep(timeout)
+        return True
 
     def find_app(self, submission: Submission) -> dict[str, Any] | None:
         """The step's application on the standalone master (by its deterministic name), newest first; or None."""

@@ -13,10 +13,10 @@ import json
 import re
 import threading
 import time
-from typing import TYPE_CHECKING, Any, ClassVar, Iterator
+from typing import Any, ClassVar, Iterator
 
 from conveyor.exceptions import MEMORY_ADVICE, ResourceUnavailableError
-from conveyor.step_operators.base import BaseStepOperator
+from conveyor.step_operators.container import ContainerStepOperator
 from conveyor.step_operators.info import StatusReport, StepRunInfo, Submission
 from conveyor.step_operators.vertex.flavor import VertexStepOperatorConfig, VertexStepOperatorSettings
 from conveyor.step_operators.vertex.machines import MachineChoice, choose_machine, threads_for
@@ -30,11 +30,7 @@ from conveyor.step_operators.vertex.request import (
     job_labels,
     secret_id,
     secret_request,
-    split_environment,
 )
-
-if TYPE_CHECKING:
-    from conveyor.images.settings import DockerSettings
 
 #: how long the API may be unreachable before a job is reported lost (and re-submitted as a new attempt)
 UNREACHABLE_GRACE_S = 60.0
@@ -86,11 +82,10 @@ def _api_error(err: BaseException, *names: str) -> bool:
     return any(type(err).__name__ == n or any(c.__name__ == n for c in type(err).__mro__) for n in names)
 
 
-class VertexStepOperator(BaseStepOperator):
-    streams_logs: ClassVar[bool] = True
-    stores_logs: ClassVar[bool] = False
-    #: the job shares no filesystem with us: the code travels as a content-hashed archive in the artifact store
-    needs_code_archive: ClassVar[bool] = True
+class VertexStepOperator(ContainerStepOperator):
+    missing_image_advice: ClassVar[str] = (
+        "needs an image with conveyor installed that Vertex AI can pull: give the operator an image (conveyor "
+        "step-operator update NAME --image=...), or docker_settings, or the step settings={'docker': {...}}")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -162,48 +157,6 @@ class VertexStepOperator(BaseStepOperator):
     def _settings(info: StepRunInfo) -> VertexStepOperatorSettings:
         return info.config.operator_settings or VertexStepOperatorSettings()  # type: ignore[return-value]
 
-    def docker_settings(self, info: StepRunInfo) -> "DockerSettings | None":
-        """The operator's image defaults under the pipeline's and step's "docker" settings; None when neither."""
-        from conveyor.images.settings import DockerSettings
-
-        step = info.config.settings.get("docker")
-        if step is None and self.config.docker_settings is None:
-            return None
-        base = self.config.docker_settings.model_dump(exclude_unset=True) if self.config.docker_settings else {}
-        step_dict = step.model_dump(exclude_unset=True) if isinstance(step, DockerSettings) else dict(step or {})
-        return DockerSettings.model_validate({**base, **step_dict})
-
-    def step_image(self, info: StepRunInfo, *, store_root: str | None = None, code_root: str | None = None,
-                   build: bool = True) -> str:
-        """The step's own image, the step's "docker" settings (prebuilt, or built by content hash), the operator's
-        image, or the operator's docker_settings. `build=False` (dry runs) names the tag a build would get."""
-        own = self._settings(info).image
-        if own:
-            return own
-        if info.config.settings.get("docker") is None and self.config.image:
-            return self.config.image
-        docker = self.docker_settings(info)
-        if docker is None:
-            raise ResourceUnavailableError(
-                f"step {info.pipeline_step_name!r}: the vertex step operator needs an image with conveyor installed "
-                "that Vertex AI can pull: give the operator an image (conveyor step-operator update NAME "
-                "--image=...), or docker_settings, or the step settings={'docker': {...}}")
-        if docker.image:
-            return docker.image
-        from conveyor.images.build import artifact_store_root, build_plan, plan_image
-        from conveyor.step_operators.docker.operator import store_requirements
-
-        root = store_root if store_root is not None else artifact_store_root(info)
-        plan = plan_image(docker, code_root=code_root if docker.bake_code else None,
-                          extra_requirements=store_requirements(root))
-        if not build:
-            return plan.tag
-        return build_plan(plan, self.config.docker_host, network_mode=self.config.build_network_mode)[0]
-
-    def prepare_step(self, info: StepRunInfo, *, store_root: str | None = None, code_root: str | None = None) -> str:
-        """Pre-flight: build the step's image (if it is built) before the run starts; unchanged specs are reused."""
-        return self.step_image(info, store_root=store_root, code_root=code_root)
-
     def machine(self, info: StepRunInfo) -> MachineChoice:
         s, c = self._settings(info), self.config
         named, source = (s.machine_type, "settings") if s.machine_type else (c.machine_type, "config")
@@ -216,14 +169,8 @@ class VertexStepOperator(BaseStepOperator):
         s = self._settings(info)
         return s.use_preemptible if s.use_preemptible is not None else self.config.use_preemptible
 
-    @staticmethod
-    def _local_store_root(info: StepRunInfo) -> str | None:
-        if not info.attempt_uri or "://" in info.attempt_uri:
-            return None
-        return info.attempt_uri.rsplit("/runs/", 1)[0]
-
     def _check_store(self, info: StepRunInfo) -> None:
-        root = self._local_store_root(info)
+        root = self.local_store_root(info)
         if root is not None:
             raise ResourceUnavailableError(
                 f"the artifact store is the local directory {root}, which a Vertex AI job cannot see: use a remote "
@@ -237,16 +184,14 @@ class VertexStepOperator(BaseStepOperator):
                image: str | None = None, secret_version: str | None = None) -> tuple[dict[str, Any], dict[str, str]]:
         """(CustomJob request, the values for the per-job secret). `secret_version` is the secret's version name
         once it exists (dry runs show a placeholder)."""
-        from conveyor.images.build import step_container
-
         s, c = self._settings(info), self.config
-        container = step_container(entrypoint_command, environment, self.docker_settings(info))
+        container = self.step_container(info, entrypoint_command, environment)
         env = dict(container.environment)
         threads = threads_for(info.config.resource_settings.cpu_count)
         if threads is not None:
             # the machine may have more CPUs than asked for; thread pools sized from it would oversubscribe
             env.setdefault("OMP_NUM_THREADS", threads)
-        plain, secret_values = split_environment(env)
+        plain, secret_values = self.split_environment(env)
         if secret_values:
             plain[SECRET_ENV] = secret_version or f"projects/{c.project}/secrets/{secret_id(info.job_name)}/versions/<n>"
             if c.secret_manager_api_endpoint:
@@ -267,7 +212,7 @@ class VertexStepOperator(BaseStepOperator):
     # -- checks -----------------------------------------------------------------------------------
     def check_resources(self, info: StepRunInfo) -> None:
         self.machine(info)
-        self.step_image(info, build=False)
+        self.check_image(info)
         self._check_store(info)
 
     # -- full contract ----------------------------------------------------------------------------
@@ -306,7 +251,7 @@ class VertexStepOperator(BaseStepOperator):
         from google.cloud import aiplatform_v1
 
         self._check_store(info)
-        image = self.step_image(info)
+        image = self.submit_image(info)
         existing = self._existing(info)
         secret: str | None = None
         if existing is not None:

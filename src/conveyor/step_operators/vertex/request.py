@@ -16,9 +16,6 @@ from typing import Any
 
 from conveyor.step_operators.vertex.machines import MachineChoice
 
-#: plain environment: identifiers and tuning, never credentials
-PLAIN_ENV = frozenset({"CONVEYOR_RUN_ID", "CONVEYOR_STEP_RUN_ID", "CONVEYOR_STEP_NAME", "CONVEYOR_CODE_CACHE",
-                       "OMP_NUM_THREADS", "PYTHONUNBUFFERED"})
 #: the Secret Manager version holding the step's secret variables (JSON), read by the bootstrap
 SECRET_ENV = "CONVEYOR_VERTEX_SECRET"
 #: where the bootstrap reaches Secret Manager when it is not secretmanager.googleapis.com
@@ -39,13 +36,6 @@ def gcp_label(value: str) -> str:
 def secret_id(display_name: str) -> str:
     """The per-job secret's id (letters, digits, '_' and '-', ≤255), deterministic per step run and attempt."""
     return re.sub(r"[^A-Za-z0-9_-]+", "-", f"{display_name}-env")[:255]
-
-
-def split_environment(environment: dict[str, str]) -> tuple[dict[str, str], dict[str, str]]:
-    """(plain, secret): only known identifiers stay plain; everything else travels through Secret Manager."""
-    plain = {k: v for k, v in environment.items() if k in PLAIN_ENV}
-    secret = {k: v for k, v in environment.items() if k not in PLAIN_ENV}
-    return plain, secret
 
 
 def job_labels(*, run_id: str, step_run_id: str, step: str, attempt: int, extra: dict[str, str]) -> dict[str, str]:
