@@ -88,3 +88,33 @@ def test_make_demo_from_a_clean_clone(tmp_path: Path) -> None:
                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
     assert where.stdout.strip().startswith(str(clone / "src")), where.stdout + where.stderr
     shutil.rmtree(clone / ".venv", ignore_errors=True)
+
+
+@pytest.mark.slow
+def test_install_into_your_project_as_written(tmp_path: Path) -> None:
+    """The README's install block, line by line, in a clean clone with a fresh environment active."""
+    if not (REPO / ".git").exists():
+        pytest.fail("the suite must run from a git checkout to test the README's install block on a clean clone")
+    clone = tmp_path / "conveyor"
+    subprocess.run(["git", "clone", "--quiet", "--depth", "1", f"file://{REPO}", str(clone)], check=True, timeout=120)
+    venv = tmp_path / "project-env"
+    _venv_sharing_the_suites_packages(venv)  # the dependencies are found, not downloaded; Conveyor itself is not
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("CONVEYOR_", "VIRTUAL_ENV", "PYTEST_")) and k != "PYTHONPATH"}
+    env["PATH"] = os.pathsep.join([str(venv / "bin")] + [p for p in env["PATH"].split(os.pathsep) if ".venv" not in p])
+    env["VIRTUAL_ENV"] = str(venv)
+    env["CONVEYOR_PROJECT_DIR"] = str(tmp_path / "project")
+    block = _blocks("sh", after="## Install into your project")[0]
+    outputs = {}
+    for line in block.strip().splitlines():
+        proc = subprocess.run(["bash", "-c", line], cwd=clone, env=env, capture_output=True, text=True, timeout=600,
+                              input="y\n")  # a question is answered yes, as the user would
+        assert proc.returncode == 0, f"README line failed: {line}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+        outputs[line.split("#")[0].strip()] = proc.stdout
+    # the environment's own Conveyor now, installed from the checkout (not an editable link to it)
+    where = subprocess.run([str(venv / "bin" / "python"), "-c", "import conveyor; print(conveyor.__file__)"],
+                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    assert where.returncode == 0 and where.stdout.strip().startswith(str(venv)), where.stdout + where.stderr
+    listed = outputs["conveyor integration list"]
+    for name in ("slurm", "postgres", "ray", "aws"):
+        assert re.search(rf"^\W*{name}\b", listed, re.M), listed

@@ -66,9 +66,15 @@ def _steps() -> SimpleNamespace:
 
 
     @step
-    def reads_secret(seconds: float = 2.0) -> str:
+    def reads_secret(seconds: float = 2.0, release: str = "") -> str:
+        """Runs `seconds`, or with `release`, until that file exists on the host (a test looks at it meanwhile)."""
         print("started", flush=True)
-        time.sleep(seconds)
+        deadline = time.monotonic() + 300
+        if release:
+            while not os.path.exists(release) and time.monotonic() < deadline:
+                time.sleep(0.05)
+        else:
+            time.sleep(seconds)
         return os.environ.get("API_TOKEN", "")
 
     return SimpleNamespace(slow_sum=slow_sum, gpu_env=gpu_env, with_grandchild=with_grandchild, reads_secret=reads_secret)
@@ -209,14 +215,15 @@ def test_cancel_from_the_receipt_kills_the_remote_process_group_and_what_left_it
     assert final.steps["with_grandchild"].status == "stopped"
 
 
-def test_the_env_file_is_private_and_secrets_never_reach_argv(ssh_op, sshd_server) -> None:
+def test_the_env_file_is_private_and_secrets_never_reach_argv(ssh_op, sshd_server, tmp_path) -> None:
     name = ssh_op()
     secret = "tok-5e2f9a-never-in-argv"
+    release = f"{sshd_server.remote_dir}/{tmp_path.name}/release"  # the step runs until the test has looked
 
     @pipeline(enable_cache=False)
     def p():
         S.reads_secret.with_options(step_operator=name,
-                                  settings={"step_operator.ssh": {"environment": {"API_TOKEN": secret}}})()
+                                  settings={"step_operator.ssh": {"environment": {"API_TOKEN": secret}}})(release=release)
 
     runner, result = _start(p)
     running = _wait_for_log("reads_secret", "started")
@@ -227,7 +234,33 @@ def test_the_env_file_is_private_and_secrets_never_reach_argv(ssh_op, sshd_serve
     assert running.id in argv  # we are looking at the running step's processes
     assert secret not in argv
     assert secret not in str(running.submission)
+    sshd_server.run(f"touch {release}", check=True)
     runner.join(timeout=60)
     assert "error" not in result, result.get("error")
     assert result["run"].steps["reads_secret"].outputs["output"].load() == secret
     assert sshd_server.run(f"test -e {job_dir}/env.sh").returncode == 1  # removed by cleanup()
+
+
+def test_what_a_step_saves_on_the_host_comes_back_and_loads_by_name(ssh_op) -> None:
+    """save_artifact() on the host writes under the host's copy of the store: it comes back with the outputs and is
+    recorded where it now is, so it loads by name here, and a later step finds it."""
+    from conveyor import load_artifact
+
+    op = ssh_op()
+
+    def saves() -> int:
+        from conveyor import load_artifact, save_artifact
+
+        save_artifact({"rows": [1, 2, 3]}, name="ssh_report")
+        return sum(load_artifact("ssh_report")["rows"])  # what the step saved itself loads there too
+
+    @pipeline(enable_cache=False)
+    def p():
+        step(saves).with_options(step_operator=op)()
+
+    run = p()
+    assert run.steps["saves"].outputs["output"].load() == 6
+    version = Client().get_artifact_version("ssh_report")
+    root = get_context().load_stack().artifact_store.artifact_store().root
+    assert version.uri.startswith(root + "/"), version.uri
+    assert load_artifact("ssh_report") == {"rows": [1, 2, 3]}

@@ -32,8 +32,9 @@ def assert_nothing_left(step_run: Any) -> None:
         assert not alive(int(pid)), f"step process {pid} of {step_run.name} is still running"
 
 
-def wait_until(predicate: Any, timeout: float = 60.0, what: str = "condition", interval: float = 0.05) -> None:
-    """Poll `predicate` until it holds, with a generous deadline: tests wait for conditions, never fixed sleeps."""
+def wait_until(predicate: Any, timeout: float = 300.0, what: str = "condition", interval: float = 0.05) -> None:
+    """Poll `predicate` until it holds, with a generous deadline (a backend starting a job on a loaded machine can
+    take minutes): tests wait for conditions, never fixed sleeps; the deadline only keeps a hang from lasting."""
     import time
 
     deadline = time.monotonic() + timeout

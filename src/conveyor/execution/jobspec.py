@@ -200,6 +200,9 @@ class JobSpec:
     settings: dict[str, Any] = field(default_factory=dict)
     #: output name -> artifact name, for get_step_context()
     artifact_names: dict[str, str] = field(default_factory=dict)
+    #: output name -> the URI its artifact is recorded at, for get_step_context(): the same as `outputs` unless an
+    #: operator rewrote where the step writes (ssh writes to a mirror of the store on its host, then copies back)
+    artifact_uris: dict[str, str] = field(default_factory=dict)
     #: the hooks to run there (conveyor.steps.hooks)
     hooks: dict[str, Any] = field(default_factory=dict)
     resources: dict[str, Any] = field(default_factory=dict)
@@ -221,6 +224,7 @@ class JobSpec:
             "artifact_names": self.artifact_names, "hooks": self.hooks, "resources": self.resources,
             "artifact_store": {"root": self.artifact_store_root, "storage_options": self.storage_options},
             "result_uri": self.result_uri, "log_uri": self.log_uri,
+            **({"artifact_uris": self.artifact_uris} if self.artifact_uris else {}),
         }
 
     @classmethod
@@ -239,6 +243,7 @@ class JobSpec:
                    storage_options=store.get("storage_options") or {}, result_uri=spec["result_uri"],
                    run_name=spec.get("run_name") or "", pipeline=spec.get("pipeline") or "",
                    settings=spec.get("settings") or {}, artifact_names=spec.get("artifact_names") or {},
+                   artifact_uris=spec.get("artifact_uris") or {},
                    hooks=spec.get("hooks") or {}, resources=spec.get("resources") or {},
                    log_uri=spec.get("log_uri"), version=spec["version"])
 

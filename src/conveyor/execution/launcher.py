@@ -440,6 +440,7 @@ class StepLauncher:
             inputs=dict(inputs), outputs=dict(outputs), settings=thaw(self.spec["settings"]),
             # get_step_context()'s artifact names, and the hooks to run there (conveyor.steps.hooks)
             artifact_names=thaw(self.spec.get("artifact_names") or {}), hooks=thaw(self.spec.get("hooks") or {}),
+            artifact_uris={name: slot.uri for name, slot in outputs.items()},
             resources=info.config.resource_settings.model_dump(exclude_none=True),
             artifact_store_root=self.s.artifacts.root,
             storage_options=self.s.stack.artifact_store.config.remote_options(),

@@ -81,5 +81,6 @@ def context_from_job(spec: "JobSpec", store: "ArtifactStore") -> "StepContext":
 
     return StepContext(pipeline_name=spec.pipeline, run_id=spec.run_id, run_name=spec.run_name,
                        step_name=spec.step_name, step_run_id=spec.step_run_id, attempt=spec.attempt,
-                       attempt_uri=spec.attempt_uri, output_uris={name: o.uri for name, o in spec.outputs.items()},
+                       attempt_uri=spec.attempt_uri,
+                       output_uris=spec.artifact_uris or {name: o.uri for name, o in spec.outputs.items()},
                        artifact_names=spec.artifact_names, artifact_store=store)

@@ -1,53 +1,61 @@
-"""Thin wrappers over the Slurm commands (pyslurm does not support Slurm 22.05, so we shell out)."""
+"""The Slurm commands the batch-scheduler base drives: sbatch, one squeue for all jobs, scontrol, sacct, scancel."""
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
-from dataclasses import dataclass
+from collections.abc import Sequence
 
 from conveyor.exceptions import InfrastructureError
+from conveyor.step_operators.batch.commands import AccountingUnavailable, SchedulerCommands
+from conveyor.step_operators.batch.states import JobInfo, QueueEntry
+
+__all__ = ["ACCOUNTING_FIELDS", "JobInfo", "Slurm", "parse_sacct"]
+
+#: what `sacct` is asked about a finished job (`--format`); `parse_sacct` reads them back
+ACCOUNTING_FIELDS = ("JobID", "State", "ExitCode", "Reason", "Timelimit", "NodeList")
 
 
-@dataclass(frozen=True)
-class JobInfo:
-    state: str
-    reason: str
-    exit_code: int | None
-    signal: int | None
-    fields: dict[str, str]
+def parse_sacct(text: str, job_id: str) -> JobInfo | None:
+    """The job's own line of `sacct --parsable2 --noheader --format=<ACCOUNTING_FIELDS>` output (not its
+    `.batch`/`.extern` steps), as scontrol would name it; None when sacct did not list the job."""
+    row: dict[str, str] | None = None
+    for line in text.splitlines():
+        values = line.rstrip("\n").split("|")
+        if len(values) >= len(ACCOUNTING_FIELDS) and values[0] == job_id:
+            row = dict(zip(ACCOUNTING_FIELDS, values))  # the last one: a requeued job's latest run
+    if row is None:
+        return None
+    code, _, sig = row["ExitCode"].partition(":")
+    fields = {"JobId": job_id, "TimeLimit": row["Timelimit"], "NodeList": row["NodeList"]}
+    return JobInfo(row["State"].split(" ", 1)[0],  # "CANCELLED by 1000"
+                   row["Reason"], int(code) if code.isdigit() else None, int(sig) if sig.isdigit() else None, fields)
 
 
-class Slurm:
-    def __init__(self, bin_dir: str | None = None) -> None:
-        self.bin_dir = bin_dir
+class Slurm(SchedulerCommands):
+    """sbatch, squeue, scontrol, sacct and scancel (pyslurm does not support Slurm 22.05, so we shell out)."""
 
-    def _exe(self, name: str) -> str:
-        path = os.path.join(self.bin_dir, name) if self.bin_dir else shutil.which(name)
-        if not path or not os.path.exists(path):
-            raise InfrastructureError(f"`{name}` not found{' in ' + self.bin_dir if self.bin_dir else ' on PATH'}: "
-                                      "install the Slurm client commands or set the step operator's slurm_bin_dir")
-        return path
+    scheduler = "Slurm"
+    install_hint = "install the Slurm client commands or set the step operator's slurm_bin_dir"
 
-    def run(self, name: str, *args: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-        proc = subprocess.run([self._exe(name), *args], capture_output=True, text=True, timeout=timeout)
-        if check and proc.returncode != 0:
-            raise InfrastructureError(f"{name} {' '.join(args)} failed: {(proc.stderr or proc.stdout).strip()}")
-        return proc
+    def submit_command(self, script: str, args: Sequence[str]) -> list[str]:
+        return ["sbatch", "--parsable", *args, script]
 
-    def submit(self, script: str, args: list[str]) -> str:
-        out = self.run("sbatch", "--parsable", *args, script).stdout.strip()
-        return out.split(";", 1)[0]
+    def submit(self, script: str, args: Sequence[str]) -> str:
+        return super().submit(script, args).split(";", 1)[0]  # "<id>;<cluster>" on a federation
 
-    def queue_state(self, job_id: str) -> tuple[str, str] | None:
-        """(state, reason) while squeue still lists the job, else None."""
-        proc = self.run("squeue", "-h", "-j", job_id, "-o", "%T|%r", check=False)
-        line = proc.stdout.strip()
-        if proc.returncode != 0 or not line:
-            return None
-        state, _, reason = line.partition("|")
-        return state, reason
+    def query(self, job_ids: Sequence[str]) -> dict[str, QueueEntry]:
+        """One `squeue` for all the jobs: those it still lists (pending, running, completing...)."""
+        if not job_ids:
+            return {}
+        proc = self.run("squeue", "--noheader", f"--jobs={','.join(job_ids)}", "--format=%i|%T|%r", check=False)
+        if proc.returncode != 0:  # a single job id squeue no longer knows: "Invalid job id specified"
+            return {}
+        listed: dict[str, QueueEntry] = {}
+        for line in proc.stdout.splitlines():
+            job_id, _, rest = line.strip().partition("|")
+            state, _, reason = rest.partition("|")
+            if job_id in job_ids:
+                listed[job_id] = QueueEntry(state, reason)
+        return listed
 
     def job(self, job_id: str) -> JobInfo | None:
         """What `scontrol show job` knows (finished jobs stay visible for MinJobAge seconds)."""
@@ -64,6 +72,20 @@ class Slurm:
             a, b = fields["ExitCode"].split(":", 1)
             code, sig = int(a), int(b)
         return JobInfo(fields.get("JobState", "UNKNOWN"), fields.get("Reason", ""), code, sig, fields)
+
+    def accounting(self, job_id: str) -> JobInfo | None:
+        """The job from `sacct`, once scontrol forgot it (MinJobAge after it ended)."""
+        try:
+            proc = self.run("sacct", "-j", job_id, "--allocations", "--parsable2", "--noheader",
+                            f"--format={','.join(ACCOUNTING_FIELDS)}", check=False)
+        except InfrastructureError as err:  # no sacct where the other commands are: no accounting to ask
+            raise AccountingUnavailable(str(err)) from None
+        if proc.returncode != 0:
+            error = (proc.stderr or proc.stdout).strip()
+            if "accounting storage is disabled" in error.lower():
+                raise AccountingUnavailable(error)
+            return None
+        return parse_sacct(proc.stdout, job_id)
 
     def cancel(self, job_id: str) -> None:
         self.run("scancel", job_id, check=False)

@@ -1,4 +1,4 @@
-"""The `slurm` step operator: a step as a Slurm batch job (sbatch, squeue/scontrol, scancel)."""
+"""The `slurm` step operator: a step as a Slurm batch job (sbatch, squeue/scontrol/sacct, scancel)."""
 
 from __future__ import annotations
 
@@ -7,25 +7,20 @@ from typing import TYPE_CHECKING
 from pydantic import Field, field_validator
 
 from conveyor.config.base import BaseSettings
-from conveyor.step_operators.base import BaseStepOperatorConfig, BaseStepOperatorFlavor
+from conveyor.step_operators.base import BaseStepOperatorFlavor
+from conveyor.step_operators.batch.config import BatchSchedulerStepOperatorConfig
 
 if TYPE_CHECKING:
     from conveyor.step_operators.slurm.operator import SlurmStepOperator
 
 
-class SlurmStepOperatorConfig(BaseStepOperatorConfig):
+class SlurmStepOperatorConfig(BatchSchedulerStepOperatorConfig):
     partition: str | None = Field(default=None, description="default partition (sbatch --partition)")
     account: str | None = Field(default=None, description="sbatch --account")
     qos: str | None = Field(default=None, description="sbatch --qos")
-    python: str | None = Field(default=None, description="interpreter on the cluster; default: the one running Conveyor")
-    working_dir: str | None = Field(default=None, description=(
-        "directory shared with the cluster for job files; default: the step's attempt folder in a local artifact store"))
     sbatch_args: list[str] = Field(default_factory=list, description="extra sbatch arguments for every job")
-    poll_interval: float = Field(default=1.0, gt=0, description="longest wait between two squeue polls, in seconds")
-    slurm_bin_dir: str | None = Field(default=None, description="where sbatch/squeue/scontrol/scancel live; default: PATH")
-    ship_code: bool = Field(default=False, description=(
-        "send the code as a content-hashed archive through the artifact store instead of importing it from a shared "
-        "path: the job then runs exactly the code of submission time, even if the tree changes while it is queued"))
+    slurm_bin_dir: str | None = Field(default=None, description=(
+        "where sbatch/squeue/scontrol/sacct/scancel live; default: PATH"))
 
 
 class SlurmStepOperatorSettings(BaseSettings):

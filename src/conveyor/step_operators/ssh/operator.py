@@ -392,8 +392,12 @@ class SSHStepOperator(BaseStepOperator):
             back.append((new["outputs"][name]["uri"], out["uri"]))
         new["result_uri"] = to_remote(spec["result_uri"])
         new["log_uri"] = to_remote(spec.get("log_uri"))
+        # what the step saves with save_artifact() (under its attempt folder) comes back with its outputs; the
+        # result names it by its path there, which _bring_back maps to this store
+        saved = posixpath.join(posixpath.dirname(spec["result_uri"]), "saved")
+        back.append((to_remote(saved), saved))
         return {"spec": new, "job_uri": to_remote(info.job_uri), "ship": ship, "back": back,
-                "result": [new["result_uri"], spec["result_uri"]]}
+                "result": [new["result_uri"], spec["result_uri"]], "roots": [remote_root, root]}
 
     def _launch_spec(self, info: StepRunInfo, command: list[str], remote_dir: str) -> dict[str, Any]:
         r = info.config.resource_settings
@@ -440,7 +444,7 @@ class SSHStepOperator(BaseStepOperator):
             "host": self.config.hostname, "port": self.config.port, "username": self.config.username,
             "job_dir": job_dir, "pid": int(pid), "pgid": int(pid), "process_start": start[0] if start else None,
             "remote_job": plan["job_uri"],
-            "back": plan["back"], "result": plan["result"], "memory": info.config.resource_settings.memory_bytes})
+            "back": plan["back"], "result": plan["result"], "roots": plan.get("roots"), "memory": info.config.resource_settings.memory_bytes})
 
     def _ship(self, job_dir: str, plan: dict[str, Any]) -> None:
         """Create the job dir; upload the rewritten job spec and whatever artifacts the host lacks, atomically."""
@@ -496,6 +500,7 @@ class SSHStepOperator(BaseStepOperator):
             tmp = f"{local}.tmp-{tag}"
             try:
                 self.client.get(remote, tmp, recurse=False)
+                _map_saved_uris(tmp, submission.data.get("roots"))
                 os.replace(tmp, local)
             except (asyncssh.SFTPNoSuchFile, FileNotFoundError):
                 pass
@@ -662,3 +667,26 @@ class SSHStepOperator(BaseStepOperator):
                 "gpus": r.gpu_count, "gpu_indices": list(self.config.gpu_indices),
             },
         }
+
+
+def _map_saved_uris(result_path: str, roots: list[str] | None) -> None:
+    """Name what the step saved by where it now is: its path under the host's copy of the store becomes the path
+    under this store (the outputs' URIs need no mapping: the launcher records the ones it planned)."""
+    if not roots:
+        return
+    remote_root, local_root = roots
+    try:
+        with open(result_path, encoding="utf-8") as fh:
+            result = json.load(fh)
+        saved = (result.get("recorded") or {}).get("saved") or []
+    except (OSError, ValueError, AttributeError):
+        return  # an unreadable result is the launcher's to report
+    changed = False
+    for entry in saved:
+        uri = entry.get("uri") if isinstance(entry, dict) else None
+        if isinstance(uri, str) and (uri == remote_root or uri.startswith(remote_root + "/")):
+            entry["uri"] = local_root + uri[len(remote_root):]
+            changed = True
+    if changed:
+        with open(result_path, "w", encoding="utf-8") as fh:
+            json.dump(result, fh)
