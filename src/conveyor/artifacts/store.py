@@ -198,6 +198,17 @@ class ArtifactStore:
         except Exception as exc:  # noqa: BLE001 - _error lets through what is not a storage failure
             raise self._error("check", path, exc) from exc
 
+    def refresh(self, uri: str) -> None:
+        """Forget what this process's filesystem cached of `uri`'s folder: another process writes it (a log being
+        written by an orchestrator elsewhere), and s3fs/gcsfs keep listings until told. Local paths cache nothing."""
+        if self.is_local:
+            return
+        path = self._resolve(uri).rstrip("/")
+        invalidate = getattr(self.fs, "invalidate_cache", None)
+        if invalidate is not None:
+            invalidate(path)
+            invalidate(posixpath.dirname(path))
+
     def ls(self, uri: str) -> list[str]:
         """Sorted URIs of the direct children, in the same form as ``uri``."""
         path = self._resolve(uri)

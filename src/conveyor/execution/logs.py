@@ -303,6 +303,9 @@ class LogTail:
 
         if not self.uri:
             return ""
+        # another process may be writing this log: what this process's s3fs listed before is stale
+        self.store.refresh(chunk_dir(self.uri))
+        self.store.refresh(self.uri)
         chunks = _chunks(self.store, self.uri)
         data = b""
         for number, chunk in chunks:
