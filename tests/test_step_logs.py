@@ -205,3 +205,24 @@ def test_a_step_on_s3_is_seen_live_in_chunks_and_kept_as_one_file(s3_server: Any
     assert done.status == "completed" and done.logs() == "tick-0\ntick-1\n"
     assert any(k.endswith("/ticks/attempt-1/logs.txt") for k in keys())
     assert not any("/ticks/attempt-1/logs/" in k for k in keys())
+
+
+def test_a_log_another_process_writes_to_s3_is_seen_by_a_reader_that_looked_before(s3_server: Any, s3_bucket: str) -> None:
+    """s3fs caches folder listings: a reader that found no log once must still see the chunks another process
+    (an orchestrator running a script) stores afterwards, as `conveyor run logs` and the Client read them."""
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "conformance"))
+    from backends import use_s3_artifact_store
+
+    from conveyor.context import get_context
+
+    use_s3_artifact_store(f"s3://{s3_bucket}/conveyor", s3_server.endpoint_url)
+    store = get_context().load_stack().artifact_store.artifact_store()
+    uri = store.join("runs", "r1", "steps", "s", "attempt-1", "logs.txt")
+    store.write_text(store.join("runs", "r1", "steps", "s", "attempt-1", "job.json"), "{}")  # the folder exists
+    assert logs.read_log(store, uri) == ""  # looked once: nothing yet, and the listings are now cached
+    folder = logs.chunk_dir(uri).split(f"{s3_bucket}/", 1)[1]
+    s3 = s3_server.client()  # the other process's writes: not through this process's filesystem
+    s3.put_object(Bucket=s3_bucket, Key=f"{folder}/000001.txt", Body=b"starting\n")
+    assert logs.read_log(store, uri) == "starting\n"  # the chunks' folder is now listed, and cached
+    s3.put_object(Bucket=s3_bucket, Key=f"{folder}/000002.txt", Body=b"sleeping\n")
+    assert logs.read_log(store, uri) == "starting\nsleeping\n"
