@@ -257,7 +257,7 @@ TRAINING_PIPELINE = '''
         training_pipeline()
 '''
 
-# /work/shared/seeds/004_*.txt "Monitoring Step Execution", verbatim but for the import
+# the seeds (shared/seeds/004_*.txt, beside the repository) "Monitoring Step Execution", verbatim but for the import
 MONITORING_SNIPPET = '''
 from conveyor.client import Client
 
