@@ -1,9 +1,11 @@
 """Benchmark workloads, run in a fresh process by `bench/run.py` (or by hand, for profiling).
 
-    python bench/workloads.py linear --sizes 1 50 [--operator local] [--repeat 3] [--profile out.pstats]
+    python bench/workloads.py linear --sizes 1 50 [--operator local] [--repeat 3] [--warmup-sizes 1 10]
+                                     [--profile out.pstats]
     python bench/workloads.py remote1 --operator hpc [--repeat 5] [--gaps 0.1 0.7 ...]
 
-`linear` prints one JSON object: {"times": {size: [seconds, ...]}, "median": {size: seconds}}. `remote1` runs the
+`linear` prints one JSON object: {"times": {size: [seconds, ...]}, "median": {size: seconds}}; one warm-up run of
+each size first (of --warmup-sizes only, when given: a 1,000-step warm-up run costs as much as a measured one). `remote1` runs the
 1-step chain on a step operator and in process, alternately (sleeping the next of --gaps, if given, before each
 step operator run), and prints {"remote": [wall s], "inproc": [wall s], "step": [the step's recorded duration, s],
 "submission": the last run's step submission}. Steps are defined at module level so that a step operator's
@@ -45,12 +47,14 @@ def linear_pipeline(n: int, operator: str | None) -> Any:
     return linear
 
 
-def time_linear(sizes: list[int], operator: str | None, repeat: int, warmup: bool = True) -> dict[str, list[float]]:
-    """Wall time of `repeat` runs of each size, measured inside this process after one warm-up run of each."""
+def time_linear(sizes: list[int], operator: str | None, repeat: int, warmup: bool = True,
+                warmup_sizes: list[int] | None = None) -> dict[str, list[float]]:
+    """Wall time of `repeat` runs of each size, measured inside this process after one warm-up run of each (of
+    `warmup_sizes` when given)."""
     pipelines = {n: linear_pipeline(n, operator) for n in sizes}
     if warmup:
-        for n in sizes:
-            pipelines[n]()
+        for n in (sizes if warmup_sizes is None else warmup_sizes):
+            (pipelines[n] if n in pipelines else linear_pipeline(n, operator))()
     times: dict[str, list[float]] = {str(n): [] for n in sizes}
     for _ in range(repeat):
         for n in sizes:
@@ -102,6 +106,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", type=int, nargs="+", default=[1, 50])
     parser.add_argument("--operator", default=None, help="step operator for every step (default: in-process)")
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--warmup-sizes", type=int, nargs="*", default=None,
+                        help="linear: warm up with these sizes only (default: every measured size)")
     parser.add_argument("--gaps", type=float, nargs="*", default=None,
                         help="remote1: seconds to sleep before each step operator run (cycled)")
     parser.add_argument("--profile", metavar="PATH", help="write cProfile stats of the timed runs to PATH")
@@ -124,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
         profiler.disable()
         profiler.dump_stats(args.profile)
     else:
-        times = time_linear(args.sizes, args.operator, args.repeat)
+        times = time_linear(args.sizes, args.operator, args.repeat, warmup_sizes=args.warmup_sizes)
     medians = {n: statistics.median(ts) for n, ts in times.items()}
     json.dump({"times": times, "median": medians}, sys.stdout)
     print()

@@ -11,14 +11,12 @@ from conveyor.exceptions import ConfigError, PipelineDefinitionError, StackError
 
 
 def _store_rows() -> dict[str, int]:
-    import sqlalchemy as sa
-
     from conveyor.store import schema
 
     ctx = get_context()
     ctx.ensure_defaults()
     with ctx.store.read() as c:
-        return {t.name: c.execute(sa.select(sa.func.count()).select_from(t)).scalar() for t in schema.metadata.sorted_tables}
+        return {t.name: c.scalar(f"SELECT count(*) FROM {t.name}") for t in schema.metadata.sorted_tables}
 
 
 @step

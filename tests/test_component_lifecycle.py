@@ -211,7 +211,7 @@ def test_remove_attribute_refuses_a_required_field(conveyor_cli: Any, cli: str, 
 # -- flavor describe -----------------------------------------------------------------------------------------
 @pytest.mark.parametrize(("cli", "flavor", "field", "field_type", "default", "extra", "settings_key"), [
     ("step-operator", "ssh", "port", "int", 22, "ssh", "step_operator.ssh"),
-    ("orchestrator", "local", "max_parallelism", "int", 16, None, None),
+    ("orchestrator", "local", "max_parallelism", "int | None", None, None, None),
     ("artifact-store", "s3", "region", "str | None", None, "aws", None),
 ], ids=["step-operator", "orchestrator", "artifact-store"])
 def test_flavor_describe_lists_fields_defaults_and_extra(conveyor_cli: Any, cli: str, flavor: str, field: str,

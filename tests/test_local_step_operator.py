@@ -168,12 +168,22 @@ def test_a_steps_memory_cgroup_ends_what_left_its_process_tree() -> None:
     marker = f"sleep 98{os.getpid() % 10}.{os.getpid()}"
     proc = subprocess.Popen(["sh", "-c", f"setsid sh -c '{marker}' </dev/null >/dev/null 2>&1 & exec sleep 300"],
                             preexec_fn=make_preexec([], memory), start_new_session=True)
+    def settled_daemon() -> int | None:
+        """The daemon once it is `sleep` itself: before, the marker is also in the command lines of the shells
+        that exec into it (the outer one execs `sleep 300`), and a command line read mid-exec is empty."""
+        for pid in pids_with_marker(marker):
+            try:
+                if open(f"/proc/{pid}/cmdline", "rb").read().replace(b"\0", b" ").strip() == marker.encode():
+                    return pid
+            except OSError:
+                continue
+        return None
+
     try:
         deadline = time.monotonic() + 30
-        while not pids_with_marker(marker):
+        while (daemon := settled_daemon()) is None:
             assert time.monotonic() < deadline, "the daemon never started"
             time.sleep(0.02)
-        daemon = pids_with_marker(marker)[0]
         proc.kill()
         proc.wait()
         assert alive(daemon), "the daemon outlives its step's process: what this test is about"

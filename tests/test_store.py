@@ -24,8 +24,10 @@ def _assert_migrations_match_models(url: str) -> None:
 
     store = MetadataStore(url)
     store.ensure_schema()
-    with store._write_engine.connect() as conn:
+    engine = sa.create_engine(url)
+    with engine.connect() as conn:
         diff = compare_metadata(MigrationContext.configure(conn), schema.metadata)
+    engine.dispose()
     assert diff == [], f"models and migrations disagree: {diff}"
     store.dispose()
 
@@ -46,7 +48,7 @@ def test_sqlite_migrations_match_models_and_use_wal(tmp_path) -> None:
     _assert_migrations_match_models(url)
     store = MetadataStore(url)
     with store.read() as c:
-        assert c.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert c.scalar("PRAGMA journal_mode") == "wal"
     store.dispose()
 
 
@@ -60,7 +62,7 @@ def test_records_everything_a_run_needs(project) -> None:
     run = stored_pipeline()
     ctx = get_context()
     with ctx.store.read() as c:
-        counts = {t.name: c.execute(sa.select(sa.func.count()).select_from(t)).scalar() for t in schema.metadata.sorted_tables}
+        counts = {t.name: c.scalar(f"SELECT count(*) FROM {t.name}") for t in schema.metadata.sorted_tables}
     assert counts["pipelines"] == 1 and counts["snapshots"] == 1 and counts["runs"] == 1
     assert counts["step_runs"] == 3 and counts["artifacts"] == 4
     remote = run.steps["remote_sum"]

@@ -65,13 +65,20 @@ class ArtifactView:
 class StepConfigView:
     step_operator: str | None
     step_operator_flavor: str | None
-    resource_settings: "ResourceSettings"
+    #: as recorded (a dict); `resource_settings` validates it when asked, so reading a run loads no pydantic
+    resource_settings_json: dict[str, Any]
     settings: dict[str, Any]
     operator_settings: dict[str, Any] | None
     parameters: dict[str, Any]
     retry: dict[str, Any] | None
     timeout: float | None
     enable_cache: bool
+
+    @property
+    def resource_settings(self) -> "ResourceSettings":
+        from conveyor.config.resources import ResourceSettings
+
+        return ResourceSettings.model_validate(self.resource_settings_json)
 
 
 @dataclass(frozen=True)
@@ -286,8 +293,6 @@ class Client:
                             last_run_id=last["id"] if last else None, _client=self)
 
     def _run_view(self, row: dict[str, Any], with_steps: bool = True) -> PipelineRun:
-        from conveyor.config.resources import ResourceSettings
-
         steps: OrderedDict[str, StepRunView] = OrderedDict()
         if with_steps:
             store = self._artifact_store(row["stack_name"])
@@ -306,7 +311,7 @@ class Client:
                 c = s["config"] or {}
                 config = StepConfigView(
                     step_operator=c.get("step_operator"), step_operator_flavor=c.get("step_operator_flavor"),
-                    resource_settings=ResourceSettings.model_validate(c.get("resource_settings") or {}),
+                    resource_settings_json=c.get("resource_settings") or {},
                     settings=c.get("settings") or {}, operator_settings=c.get("operator_settings"),
                     parameters=c.get("parameters") or {}, retry=c.get("retry"), timeout=c.get("timeout"),
                     enable_cache=c.get("enable_cache", True))

@@ -92,13 +92,13 @@ class Context:
         the next try finds its rows and completes what is missing."""
         import time
 
-        import sqlalchemy as sa
+        from conveyor.store.errors import IntegrityError
 
         for attempt in range(20):
             try:
                 self._create_default_rows()
                 return
-            except (sa.exc.IntegrityError, StackError):
+            except (IntegrityError, StackError):
                 if attempt == 19:
                     raise
                 time.sleep(0.05)

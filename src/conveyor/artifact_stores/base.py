@@ -4,34 +4,21 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from conveyor.stack.component import ComponentType, StackComponent, StackComponentConfig
+from conveyor.stack.component import ComponentType, StackComponent
 from conveyor.stack.flavor import Flavor
 
 if TYPE_CHECKING:
+    from conveyor.artifact_stores.base_config import BaseArtifactStoreConfig
     from conveyor.artifacts.store import ArtifactStore
 
-
-class BaseArtifactStoreConfig(StackComponentConfig):
-    path: str
-
-    def storage_options(self) -> dict[str, Any]:
-        """fsspec options for this process, credentials included."""
-        return {}
-
-    def remote_options(self) -> dict[str, Any]:
-        """fsspec options the remote side reads from the job spec: never credentials."""
-        return self.storage_options()
-
-    def remote_environment(self) -> dict[str, str]:
-        """Environment variables (credentials) the remote side needs to reach the store."""
-        return {}
+__all__ = ["BaseArtifactStore", "BaseArtifactStoreConfig", "BaseArtifactStoreFlavor"]
 
 
 class BaseArtifactStore(StackComponent):
     TYPE: ClassVar[ComponentType] = ComponentType.ARTIFACT_STORE
 
     @property
-    def config(self) -> BaseArtifactStoreConfig:
+    def config(self) -> "BaseArtifactStoreConfig":
         return self._config  # type: ignore[return-value]
 
     def artifact_store(self) -> "ArtifactStore":
@@ -46,9 +33,20 @@ class BaseArtifactStoreFlavor(Flavor):
         return ComponentType.ARTIFACT_STORE
 
     @property
-    def config_class(self) -> type[BaseArtifactStoreConfig]:
+    def config_class(self) -> type["BaseArtifactStoreConfig"]:
+        from conveyor.artifact_stores.base_config import BaseArtifactStoreConfig
+
         return BaseArtifactStoreConfig
 
     @property
     def implementation_class(self) -> type[BaseArtifactStore]:
         return BaseArtifactStore
+
+
+def __getattr__(name: str) -> Any:
+    """`BaseArtifactStoreConfig` (pydantic) loads only when asked for."""
+    if name == "BaseArtifactStoreConfig":
+        from conveyor.artifact_stores.base_config import BaseArtifactStoreConfig
+
+        return BaseArtifactStoreConfig
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

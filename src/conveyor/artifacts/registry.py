@@ -3,9 +3,9 @@
 An output named by `Annotated[T, "name"]` is the artifact `name`; any other output is `{pipeline}::{step}::{output}`
 (ZenML's naming). Each time the launcher records one it gets the next version, "1", "2", ... (one the step asked
 for with `save_artifact(..., version=...)` is kept if free). Whoever records a version also writes a small index
-entry into the artifact store, `artifact_index/names/<name>/<version>.json` and `artifact_index/ids/<id>.json`,
-so a step on a step operator, which has no metadata store, can still load an artifact by name. Light: no
-pydantic, no SQLAlchemy (the remote side imports it).
+entry into the artifact store, `artifact_index/names/<name>/<version>.json` and `artifact_index/ids/<id>.json`
+(on local disk one file under both names, a hard link), so a step on a step operator, which has no metadata
+store, can still load an artifact by name. Light: no pydantic, no SQLAlchemy (the remote side imports it).
 """
 
 from __future__ import annotations
@@ -96,9 +96,14 @@ def _name_dir(store: "ArtifactStore", name: str) -> str:
 
 
 def write_index(store: "ArtifactStore", entry: IndexEntry) -> None:
+    """One file with two names on local disk (the id's name is a hard link: a new file costs a filesystem far
+    more than a new name); two copies where there are no links."""
     text = json.dumps(asdict(entry), sort_keys=True)
-    store.write_text(f"{_name_dir(store, entry.name)}/{quote(entry.version, safe='')}.json", text)
-    store.write_text(store.join(INDEX_DIR, "ids", f"{quote(entry.id, safe='')}.json"), text)
+    by_name = f"{_name_dir(store, entry.name)}/{quote(entry.version, safe='')}.json"
+    by_id = store.join(INDEX_DIR, "ids", f"{quote(entry.id, safe='')}.json")
+    store.write_text(by_name, text)
+    if not store.link(by_name, by_id):
+        store.write_text(by_id, text)
 
 
 def index_entries(store: "ArtifactStore", rows: Iterable[Mapping[str, Any]]) -> None:

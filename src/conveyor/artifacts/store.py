@@ -14,6 +14,7 @@ import os
 import posixpath
 import re
 import shutil
+import stat
 from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from typing import IO, Any
@@ -31,6 +32,9 @@ _NETWORK_ERRNOS = frozenset(
     if hasattr(_errno, name)
 )
 _QUOTA_ERRNOS = frozenset(getattr(_errno, n) for n in ("ENOSPC", "EDQUOT") if hasattr(_errno, n))
+#: what os.link raises where a filesystem has no hard links, or none across these two paths
+_NO_LINK_ERRNOS = frozenset(getattr(_errno, n) for n in ("EPERM", "EXDEV", "EMLINK", "ENOTSUP", "EOPNOTSUPP", "ENOSYS")
+                            if hasattr(_errno, n))
 # Backends whose fsspec implementation ships in a Conveyor extra.
 _EXTRA_FOR_PROTOCOL = {
     "s3": "aws", "s3a": "aws", "gs": "gcp", "gcs": "gcp", "abfs": "azure", "abfss": "azure", "az": "azure", "adl": "azure",
@@ -301,6 +305,37 @@ class ArtifactStore:
             self._discard(tmp)
             raise self._error("write", path, exc) from exc
 
+    def link(self, source: str, uri: str) -> bool:
+        """Give the file at `source` a second name, `uri` (replacing what is there), without writing it again:
+        a hard link, where creating a file costs far more than adding a name. False, having changed nothing,
+        where there are no links (remote stores, filesystems that refuse them): the caller writes a copy."""
+        if not self.is_local:
+            return False
+        src, path = self._resolve(source), self._resolve(uri, "write")
+        try:
+            try:
+                os.link(src, path)
+            except FileNotFoundError:
+                if not os.path.exists(src):
+                    raise
+                private_makedirs(os.path.dirname(path))
+                os.link(src, path)
+            return True
+        except FileExistsError:
+            pass
+        except OSError as exc:
+            if exc.errno in _NO_LINK_ERRNOS:
+                return False
+            raise self._error("write", path, exc) from exc
+        tmp = _sibling(path, "tmp", True)
+        try:
+            os.link(src, tmp)
+            os.replace(tmp, path)
+        except OSError as exc:
+            self._discard(tmp)
+            raise self._error("write", path, exc) from exc
+        return True
+
     def _write_local_atomic(self, path: str, tmp: str, data: bytes) -> None:
         try:
             fh = open(tmp, "wb", opener=private_opener)
@@ -460,6 +495,41 @@ class ArtifactStore:
                 return size, digest.hexdigest()
         except Exception as exc:  # noqa: BLE001 - _error lets through what is not a storage failure
             raise self._error("read", path, exc) from exc
+
+    def _stamp_written(self, uri: str) -> list[int] | None:
+        """Stamp a file just written, so that a later `_unchanged` can vouch for it without reading it again:
+        [size, mtime_ns, ctime_ns, inode]. None where there is no such stamp: remote stores, a symlink, or a
+        filesystem that keeps timestamps coarser than a nanosecond.
+
+        The file's mtime is set 1 ns back. A later write sets mtime to the current time, which the kernel takes
+        from a clock that moves in ticks of milliseconds: a write in the same tick as ours would leave the mtime
+        we saw unchanged, but can never produce the value 1 ns before it. Setting the mtime back (`touch -r`)
+        changes the ctime, which no call can set; a copy or a replacement has another inode.
+        """
+        if not self.is_local:
+            return None
+        path = self._resolve(uri)
+        try:
+            written = os.lstat(path)
+            if not stat.S_ISREG(written.st_mode):
+                return None
+            os.utime(path, ns=(written.st_atime_ns, written.st_mtime_ns - 1))
+            stamped = os.lstat(path)
+        except OSError:
+            return None
+        if stamped.st_mtime_ns != written.st_mtime_ns - 1:  # rounded off: this filesystem cannot tell
+            return None
+        return _stamp_of(stamped)
+
+    def _unchanged(self, uri: str, stamp: Any) -> bool:
+        """Whether the file still has the stamp `_stamp_written` gave it (False when it cannot tell)."""
+        if not self.is_local:
+            return False
+        try:
+            now = os.lstat(self._resolve(uri))
+        except OSError:
+            return False
+        return stat.S_ISREG(now.st_mode) and _stamp_of(now) == stamp
 
     # -- errors -----------------------------------------------------------------
 
@@ -645,6 +715,10 @@ def _remove_quietly(path: str) -> None:
             os.remove(path)
         except OSError:
             pass
+
+
+def _stamp_of(st: os.stat_result) -> list[int]:
+    return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
 
 
 def _walk_local(root: str, rel: str) -> Iterator[tuple[str, str]]:

@@ -13,7 +13,9 @@ from conveyor.cli._common import UserError, err_console
 
 def _store_error_message(err: BaseException) -> str | None:
     """A database error the store layer did not translate (it translates its own): the same words."""
-    if not type(err).__module__.startswith("sqlalchemy"):
+    from conveyor.store.errors import is_driver_error
+
+    if not is_driver_error(err):
         return None
     from conveyor.context import get_context
     from conveyor.store.errors import explain

@@ -9,6 +9,7 @@ from pydantic import BaseModel
 from conveyor.config.base import BaseSettings, validate_strict
 from conveyor.config.resources import ResourceSettings
 from conveyor.config.merge import merge_settings
+from conveyor.config.recorded import RESOURCES
 from conveyor.exceptions import ConfigError
 from conveyor.config.docker_settings import SETTINGS_KEY as DOCKER, DockerSettings
 
@@ -26,7 +27,6 @@ class SettingsFlavor(Protocol):
     def settings_class(self) -> type[BaseSettings] | None: ...
 
 
-RESOURCES = "resources"
 STEP_OPERATOR = "step_operator"
 ENVIRONMENT = "environment"
 STATIC_KEYS: dict[str, type[BaseSettings]] = {RESOURCES: ResourceSettings, DOCKER: DockerSettings}

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
 import time
@@ -184,13 +185,36 @@ def _quietly(write: Any) -> bool:
     return True
 
 
+@functools.cache
+def parser() -> argparse.ArgumentParser:
+    """The command line's parser, built once: a warm step process (step_operators/local/worker.py) builds it
+    before its job arrives (building it looks up translations on the disk)."""
+    built = argparse.ArgumentParser(prog="python -m conveyor.entrypoints.step_operator",
+                                    description="Run one pipeline step from its job spec.")
+    built.add_argument("--job", required=True, help="URI of the job spec (job.json) in the artifact store")
+    built.add_argument("--step_name")
+    built.add_argument("--step_run_id")
+    return built
+
+
+def _may_have_descendants() -> bool:
+    """Whether this process has children, as /proc/self/task/*/children lists them; True where it cannot tell.
+
+    For a subreaper that is whether anything it started still runs: a descendant whose parent ended was
+    re-parented to it, one whose parent runs is below one of its children. Saves `end_descendants` its pass over
+    every process on the machine when the step left nothing behind (the usual case)."""
+    try:
+        for task in os.listdir("/proc/self/task"):
+            with open(f"/proc/self/task/{task}/children", "rb") as listing:
+                if listing.read().strip():
+                    return True
+    except OSError:
+        return True
+    return False
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m conveyor.entrypoints.step_operator",
-                                     description="Run one pipeline step from its job spec.")
-    parser.add_argument("--job", required=True, help="URI of the job spec (job.json) in the artifact store")
-    parser.add_argument("--step_name")
-    parser.add_argument("--step_run_id")
-    args, _unknown = parser.parse_known_args(argv)
+    args, _unknown = parser().parse_known_args(argv)
     from conveyor.utils.reaper import SUBREAPER_ENV, become_subreaper, end_descendants
 
     reaper = os.environ.get(SUBREAPER_ENV) == "1" and become_subreaper()
@@ -206,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return store_exit_code(getattr(err, "errno", None)) if isinstance(err, OSError) or _is_store_error(err) else 2
     finally:
-        if reaper:  # what the step left running ends with it
+        if reaper and _may_have_descendants():  # what the step left running ends with it
             end_descendants()
 
 

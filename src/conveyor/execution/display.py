@@ -45,7 +45,9 @@ class Display:
             from conveyor.execution import capture
 
             # not Live's own stdout/stderr redirect: it would replace the per-step capture (see route_others)
-            self._live = Live(self._table(), console=console, refresh_per_second=8, transient=True,
+            # the table is drawn by Live's own timer (8 times a second), never on a state change: a fan-out of
+            # thousands of steps would otherwise redraw the whole table thousands of times
+            self._live = Live(console=console, get_renderable=self._table, refresh_per_second=8, transient=True,
                               redirect_stdout=False, redirect_stderr=False)
             self._live.start()
             self._unroute = capture.route_others(lambda stream: FileProxy(console, stream))
@@ -68,8 +70,8 @@ class Display:
         if self.quiet:
             return
         if self._live is not None:
-            self._live.update(self._table())
-        elif status != "pending":
+            return
+        if status != "pending":
             d = self.duration(step)
             took = f" in {d:.2f}s" if status in ("completed", "failed", "stopped") and d is not None else ""
             extra = f": {detail}" if detail else ""

@@ -227,10 +227,13 @@ class StepLauncher:
                 attempt, receipt, reattach = reattach["attempt"], reattach["submission"], None
             else:
                 attempt += 1
-            self.s.store.update_step_run(self.step_run_id, status=StepStatus.RUNNING, attempt=attempt,
-                                         start_time=started, cache_key=key, error=None, failure_kind=None, traceback=None)
-            self.s.display.update(self.name, StepStatus.RUNNING, f"attempt {attempt}" if attempt > 1 else "")
             layout = AttemptLayout(self.s.artifacts.root, self.s.run_id, self.name, attempt)
+            # an in-process step's log is where the attempt is: recorded in the same write
+            log_field = {"logs_uri": layout.logs} if operator is None else {}
+            self.s.store.update_step_run(self.step_run_id, status=StepStatus.RUNNING, attempt=attempt,
+                                         start_time=started, cache_key=key, error=None, failure_kind=None, traceback=None,
+                                         **log_field)
+            self.s.display.update(self.name, StepStatus.RUNNING, f"attempt {attempt}" if attempt > 1 else "")
             outputs = {o: OutputSlot(layout.output(o), t) for o, t in self.spec["outputs"].items()}
             self._recorded = None  # what this attempt logs and saves (log_metadata, save_artifact)
             try:
@@ -319,8 +322,7 @@ class StepLauncher:
 
         from conveyor.artifacts.store import ArtifactStoreError
 
-        log_uri = layout.logs
-        self.s.store.update_step_run(self.step_run_id, logs_uri=log_uri)
+        log_uri = layout.logs  # recorded on the step run when the attempt started
         try:
             # a log that cannot be written (the disk filled) is the store's failure, not the step's nor ours
             log = self._open_log(log_uri)
@@ -581,18 +583,20 @@ class StepLauncher:
         raise _Failure.of(outcome)
 
     def _read_result(self, result_uri: str) -> "StepResult | ResultUnreadable | None":
+        import errno
+
         from conveyor.artifacts.store import ArtifactStoreError
         from conveyor.execution.outcome import ResultUnreadable
 
         try:
-            if not self.s.artifacts.exists(result_uri):
-                return None
+            data = self.s.artifacts.read_bytes(result_uri)  # one request: no exists() first; absent is ENOENT
+        except ArtifactStoreError as err:
+            return None if err.errno == errno.ENOENT else ResultUnreadable(str(err), store=True)
+        try:
             # bytes: a result that is not UTF-8 is a JobSpecError too, not an internal error
-            return StepResult.parse(self.s.artifacts.read_bytes(result_uri), result_uri)
+            return StepResult.parse(data, result_uri)
         except JobSpecError as err:
             return ResultUnreadable(str(err))
-        except ArtifactStoreError as err:
-            return ResultUnreadable(str(err), store=True)
 
     def _keep_recorded(self, result: StepResult) -> None:
         """What the step logged and saved, recorded when the step is finished."""

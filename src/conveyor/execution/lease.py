@@ -92,7 +92,6 @@ class RunLease:
         self.store, self.run_id = store, run_id
         self._fd: int | None = None
         self._conn: Any = None
-        self._engine: Any = None
 
     def __enter__(self) -> "RunLease":
         self.acquire()
@@ -139,14 +138,19 @@ class RunLease:
         _HELD.add(fd)
 
     def _acquire_pg(self) -> None:
-        import sqlalchemy as sa
-        from sqlalchemy.pool import NullPool
-
-        self._engine = sa.create_engine(self.store.url, poolclass=NullPool)
-        self._conn = self._engine.connect().execution_options(isolation_level="AUTOCOMMIT")
-        if not self._conn.execute(sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": _pg_key(self.run_id)}).scalar():
+        self._conn = self.store.db.dedicated_connection()  # the lock lives as long as this session: nobody else's
+        if not self._pg("SELECT pg_try_advisory_lock(?)"):
             self.release()
             raise LeaseHeldError(self.run_id, lease_holder(self.store, self.run_id))
+
+    def _pg(self, sql: str) -> Any:
+        """`sql` with the run's key, on the lease's own connection; its one value."""
+        cur = self._conn.cursor()
+        try:
+            cur.execute(self.store.db.sql(sql), (_pg_key(self.run_id),))
+            return cur.fetchone()[0]
+        finally:
+            cur.close()
 
     def release(self) -> None:
         """Give the lease up (the run's final status is written already)."""
@@ -161,19 +165,16 @@ class RunLease:
             os.close(self._fd)
             self._fd = None
         if self._conn is not None:
-            import sqlalchemy as sa
-
             try:
                 # unlock explicitly: closing the connection alone frees the lock only when the server's backend
                 # process has exited, a moment later, so a check right after could still see the run owned
-                self._conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": _pg_key(self.run_id)})
+                self._pg("SELECT pg_advisory_unlock(?)")
             except Exception:  # noqa: BLE001 - the connection is gone already: so is its lock
                 pass
             try:
                 self._conn.close()  # the session ends: PostgreSQL drops whatever it still held
             finally:
                 self._conn = None
-                self._engine.dispose()
 
 
 def lease_held(store: "MetadataStore", run_id: str) -> bool | None:
@@ -193,15 +194,12 @@ def lease_held(store: "MetadataStore", run_id: str) -> bool | None:
         return False
     if store.is_sqlite:
         return None
-    import sqlalchemy as sa
-
     key = _pg_key(run_id)
     with store.read() as c:
-        return bool(c.execute(sa.text(
+        return bool(c.scalar(
             "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 1 "
             "AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
-            "AND classid::bigint = :hi AND objid::bigint = :lo"),
-            {"hi": (key >> 32) & 0xFFFFFFFF, "lo": key & 0xFFFFFFFF}).scalar())
+            "AND classid::bigint = ? AND objid::bigint = ?", ((key >> 32) & 0xFFFFFFFF, key & 0xFFFFFFFF)))
 
 
 def lease_holder(store: "MetadataStore", run_id: str) -> Holder:

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
 def resolve_steps(snapshot: "Snapshot", stack: "Stack") -> dict[str, ResolvedStep]:
     """Every check that can fail without running anything runs here, before the store is touched."""
-    from conveyor.config.settings import operator_settings, resource_settings
+    from conveyor.config.recorded import recorded_resources
     from conveyor.execution.settings_check import StepFlavor, report_misplaced_operator_settings
     from conveyor.integrations import require_flavor_integration
     from conveyor.pipelines.compiler import thaw
@@ -31,9 +31,11 @@ def resolve_steps(snapshot: "Snapshot", stack: "Stack") -> dict[str, ResolvedSte
         spec = snapshot.step_spec(name)
         where = f"step {name!r}"
         operator_name = stack.resolve_operator_name(spec["step_operator"])
-        resources = resource_settings(spec["settings"])
+        resources = recorded_resources(spec["settings"])  # no resources set: {} without pydantic
         flavor_name = op_settings = None
         if operator_name is not None:
+            from conveyor.config.settings import operator_settings
+
             flavor_name = stack.step_operator_flavor(operator_name)
             flavor = stack._registry.get("step_operator", flavor_name)
             require_flavor_integration("step_operator", flavor_name)  # names the pip command to run
@@ -42,7 +44,7 @@ def resolve_steps(snapshot: "Snapshot", stack: "Stack") -> dict[str, ResolvedSte
         config = {
             "step_operator": operator_name,
             "step_operator_flavor": flavor_name,
-            "resource_settings": resources.model_dump(exclude_none=True),
+            "resource_settings": resources,
             "operator_settings": op_settings,
             "settings": thaw(spec["settings"]),
             "parameters": thaw(spec["parameters"]),
@@ -53,7 +55,7 @@ def resolve_steps(snapshot: "Snapshot", stack: "Stack") -> dict[str, ResolvedSte
         resolved[name] = ResolvedStep(name, operator_name, flavor_name, config)
         where_run.append(StepFlavor(name, operator_name, flavor_name, thaw(spec["settings"])))
     report_misplaced_operator_settings(where_run, thaw(snapshot.spec["settings"]),
-                                       stack._registry.sources(ComponentType.STEP_OPERATOR))
+                                       lambda: stack._registry.sources(ComponentType.STEP_OPERATOR))
     return resolved
 
 

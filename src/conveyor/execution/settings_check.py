@@ -7,16 +7,14 @@ warning, not an error; a key naming no flavor at all ("step_operator.sagmaker") 
 
 from __future__ import annotations
 
-import difflib
-import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 __all__ = ["StepFlavor", "misplaced_operator_settings", "report_misplaced_operator_settings"]
 
 PREFIX = "step_operator."
-log = logging.getLogger("conveyor.settings")
+LOGGER = "conveyor.settings"
 _reported: set[str] = set()
 
 
@@ -35,6 +33,8 @@ def _flavor_keys(settings: Mapping[str, Any]) -> list[str]:
 
 
 def _unknown(key: str, known: list[str], where: str) -> str:
+    import difflib
+
     name = key[len(PREFIX):]
     close = difflib.get_close_matches(name, known, n=1)
     hint = f" Did you mean {PREFIX + close[0]!r}?" if close else ""
@@ -43,13 +43,18 @@ def _unknown(key: str, known: list[str], where: str) -> str:
 
 
 def misplaced_operator_settings(steps: Iterable[StepFlavor], pipeline_settings: Mapping[str, Any],
-                                known_flavors: Iterable[str]) -> list[str]:
+                                known_flavors: Callable[[], Iterable[str]]) -> list[str]:
     """One message per "step_operator.<flavor>" key that no step reads: for an unknown flavor, for another flavor
-    than the step's operator's, or (pipeline-level) for a flavor no step of the pipeline runs on."""
-    known = sorted(known_flavors)
+    than the step's operator's, or (pipeline-level) for a flavor no step of the pipeline runs on.
+
+    `known_flavors` is asked only when some key names a flavor: listing them scans every installed package's entry
+    points, which a run whose settings name no flavor (most) does not pay for."""
     steps = list(steps)
     messages: list[str] = []
     pipeline_keys = _flavor_keys(pipeline_settings)
+    if not pipeline_keys and not any(_flavor_keys(s.settings) for s in steps):
+        return messages
+    known = sorted(known_flavors())
     used = {s.flavor for s in steps if s.flavor}
     for key in pipeline_keys:
         flavor = key[len(PREFIX):]
@@ -78,11 +83,13 @@ def misplaced_operator_settings(steps: Iterable[StepFlavor], pipeline_settings: 
 
 
 def report_misplaced_operator_settings(steps: Iterable[StepFlavor], pipeline_settings: Mapping[str, Any],
-                                       known_flavors: Iterable[str]) -> list[str]:
+                                       known_flavors: Callable[[], Iterable[str]]) -> list[str]:
     """Log each message as a warning, once per process (a dry run then a run of the same pipeline say it once)."""
     messages = misplaced_operator_settings(steps, pipeline_settings, known_flavors)
     for message in messages:
         if message not in _reported:
+            import logging
+
             _reported.add(message)
-            log.warning("conveyor: %s", message)
+            logging.getLogger(LOGGER).warning("conveyor: %s", message)
     return messages

@@ -5,15 +5,14 @@ from __future__ import annotations
 from abc import abstractmethod
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from conveyor.stack.component import ComponentType, StackComponent, StackComponentConfig
+from conveyor.stack.component import ComponentType, StackComponent
 from conveyor.stack.flavor import Flavor
 
 if TYPE_CHECKING:
     from conveyor.exceptions import StepFailedError
+    from conveyor.orchestrators.base_config import BaseOrchestratorConfig
 
-
-class BaseOrchestratorConfig(StackComponentConfig):
-    pass
+__all__ = ["BaseOrchestrator", "BaseOrchestratorConfig", "BaseOrchestratorFlavor"]
 
 
 class BaseOrchestrator(StackComponent):
@@ -30,5 +29,16 @@ class BaseOrchestratorFlavor(Flavor):
         return ComponentType.ORCHESTRATOR
 
     @property
-    def config_class(self) -> type[BaseOrchestratorConfig]:
+    def config_class(self) -> type["BaseOrchestratorConfig"]:
+        from conveyor.orchestrators.base_config import BaseOrchestratorConfig
+
         return BaseOrchestratorConfig
+
+
+def __getattr__(name: str) -> Any:
+    """`BaseOrchestratorConfig` (pydantic) loads only when asked for."""
+    if name == "BaseOrchestratorConfig":
+        from conveyor.orchestrators.base_config import BaseOrchestratorConfig
+
+        return BaseOrchestratorConfig
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import functools
-import logging
 import os
 from typing import TYPE_CHECKING, Any, Callable, Mapping, TypeVar, overload
 
@@ -75,6 +74,8 @@ class Pipeline:
 
         reason = why_prevented()
         if reason is not None:
+            import logging  # only here: a run that is not prevented never needs it
+
             logging.getLogger(__name__).debug("pipeline %r not run: %s", self.name, reason)
             stop_module_if_importing()
             return None

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
-from conveyor.stack.component import ComponentType, StackComponentConfig
+from conveyor.stack.component import ComponentType
 
 if TYPE_CHECKING:
     from conveyor.config.base import BaseSettings
     from conveyor.stack.component import StackComponent
+    from conveyor.stack.config_model import StackComponentConfig
 
 
 class Flavor(ABC):
@@ -24,8 +26,16 @@ class Flavor(ABC):
     def type(self) -> ComponentType: ...
 
     @property
-    def config_class(self) -> type[StackComponentConfig]:
+    def config_class(self) -> type["StackComponentConfig"]:
+        from conveyor.stack.config_model import StackComponentConfig
+
         return StackComponentConfig
+
+    def plain_config(self, raw: Mapping[str, Any]) -> dict[str, Any] | None:
+        """Every field's value when the stored config `raw` is valid as it stands and that shows without pydantic;
+        None (the default): `config_class` validates it when the component is built. A built-in flavor of the
+        default stack answers for its common configs, so that a run on that stack never imports pydantic."""
+        return None
 
     @property
     @abstractmethod

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from conveyor.config.base import validate_strict
 from conveyor.exceptions import StackError
-from conveyor.stack.component import ComponentType, StackComponent
+from conveyor.stack.component import ComponentType, PlainConfig, StackComponent
 
 if TYPE_CHECKING:
     from conveyor.artifact_stores.base import BaseArtifactStore
@@ -18,7 +17,8 @@ if TYPE_CHECKING:
 
 def build_component(registry: "FlavorRegistry", record: dict[str, Any], vault: "Vault | None" = None) -> StackComponent:
     """The component, with its config's secret references resolved from `vault`: this happens only when it is
-    used."""
+    used. The config is validated here (pydantic) unless its flavor vouches for it as stored (`plain_config`):
+    then the model is built only if something reads `.config`."""
     flavor = registry.get(record["type"], record["flavor"])
     raw = record["config"]
     if "{{" in repr(raw):
@@ -29,7 +29,14 @@ def build_component(registry: "FlavorRegistry", record: dict[str, Any], vault: "
             raise StackError(f"{record['type']} {record['name']!r} has secret references in its config: build it "
                              "with the project's secrets (`Context.load_stack()` or `build_component(..., vault=)`)")
         raw = resolve(raw, vault) if vault is not None else raw
-    config = validate_strict(flavor.config_class, raw, f"{record['type']} {record['name']!r}")
+    where = f"{record['type']} {record['name']!r}"
+    values = flavor.plain_config(raw) if isinstance(raw, dict) else None
+    if values is not None:
+        config: Any = PlainConfig(values, raw, flavor, where)
+    else:
+        from conveyor.config.base import validate_strict
+
+        config = validate_strict(flavor.config_class, raw, where)
     return flavor.implementation_class(name=record["name"], config=config, flavor=record["flavor"], id=record["id"])
 
 

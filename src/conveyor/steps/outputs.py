@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import typing
+import weakref
 from dataclasses import dataclass
 from typing import Any, Annotated, Callable, get_args, get_origin
 
@@ -17,11 +18,24 @@ class OutputSpec:
     named: bool = False  # by `Annotated[T, "name"]`: the artifact's name too (else `{pipeline}::{step}::{output}`)
 
 
+#: resolved hints per function: a step called a thousand times in a run resolves its annotations once
+_RESOLVED: "weakref.WeakKeyDictionary[Callable[..., Any], dict[str, Any]]" = weakref.WeakKeyDictionary()
+
+
 def _hints(func: Callable[..., Any]) -> dict[str, Any]:
     try:
-        return typing.get_type_hints(func, include_extras=True)
-    except Exception:  # forward references we cannot resolve: fall back to raw annotations
+        return _RESOLVED[func]
+    except (KeyError, TypeError):  # TypeError: an object that takes no weak reference
+        pass
+    try:
+        hints = typing.get_type_hints(func, include_extras=True)
+    except Exception:  # forward references we cannot resolve (yet: not cached): fall back to raw annotations
         return dict(getattr(func, "__annotations__", {}))
+    try:
+        _RESOLVED[func] = hints
+    except TypeError:
+        pass
+    return hints
 
 
 def _named(tp: Any) -> tuple[Any, str | None]:

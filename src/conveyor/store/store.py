@@ -1,31 +1,40 @@
-"""The metadata store: every write is one short transaction; reads never block writers (WAL)."""
+"""The metadata store: every write is one short transaction; reads never block writers (WAL).
+
+Plain SQL over DB-API (store/sql.py): `sqlite3` for the embedded SQLite store, psycopg for PostgreSQL. Alembic
+(store/migrate.py) runs only when the database's schema revision is not the code's.
+"""
 
 from __future__ import annotations
 
 import threading
 import uuid
-from datetime import datetime, timezone
-from typing import Any, Iterable, Sequence
-
-import sqlalchemy as sa
-from sqlalchemy.engine import Connection, Engine
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from typing import Any
 
 from conveyor.config.names import check_name
 from conveyor.exceptions import StackError
-from conveyor.store import schema as t
-from conveyor.store.errors import translate, translated
+from conveyor.store.errors import IntegrityError, translate
+from conveyor.store.head import SCHEMA_HEAD
+from conveyor.store.sql import Database, Json, Tx, placeholders
+from conveyor.store.tables import COLUMNS, JSON_COLUMNS, cols
 
-
-#: any fixed 64-bit number, the same in every Conveyor process: PostgreSQL's advisory lock around migrations
-MIGRATION_LOCK_KEY = 0x636F6E7665796F72  # "conveyor"
-
+__all__ = ["ArtifactVersionTakenError", "MetadataStore", "StoreError", "new_id", "now"]
 
 #: how often recording a step's named artifacts is tried when concurrent runs take the same version number
 _VERSION_RETRIES = 8
+#: SELECT lists, spelled out once
+_RUN_COLS = cols("runs")
+_STEP_COLS = cols("step_runs")
+_ARTIFACT_COLS = cols("artifacts")
+_COMPONENT_COLS = cols("components")
+#: the statements of `_insert` and `_update`, by table and columns: built once each
+_INSERTS: dict[tuple[str, tuple[str, ...]], str] = {}
+_UPDATES: dict[tuple[str, tuple[str, ...], str], str] = {}
 
 
 def now() -> datetime:
-    return datetime.now(timezone.utc).replace(tzinfo=None)
+    return datetime.now(UTC).replace(tzinfo=None)
 
 
 def new_id() -> str:
@@ -40,30 +49,45 @@ class ArtifactVersionTakenError(StoreError):
     """`save_artifact(..., version=V)` for a version of that name that already exists."""
 
 
-def _sqlite_engine(url: str) -> tuple[Engine, Engine]:
-    """Two engines on one file: writers take the lock up front (BEGIN IMMEDIATE) so
-    concurrent processes queue on busy_timeout instead of failing with "database is locked"."""
+def _values(table: str, names: Sequence[str], row: dict[str, Any]) -> list[Any]:
+    """`row`'s values in the order of `names`, JSON columns wrapped for encoding."""
+    json_cols = JSON_COLUMNS.get(table, ())
+    return [Json(row[n]) if n in json_cols else row[n] for n in names]
 
-    def make(immediate: bool) -> Engine:
-        engine = sa.create_engine(url, connect_args={"check_same_thread": False, "timeout": 60})
 
-        @sa.event.listens_for(engine, "connect")
-        def _on_connect(dbapi_conn: Any, _rec: Any) -> None:
-            dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
-            cur = dbapi_conn.cursor()
-            cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute("PRAGMA synchronous=NORMAL")
-            cur.execute("PRAGMA foreign_keys=ON")
-            cur.execute("PRAGMA busy_timeout=60000")
-            cur.close()
+def _insert(c: Tx, table: str, rows: Sequence[dict[str, Any]]) -> None:
+    """Insert rows (all with the keys of the first) into `table`."""
+    if not rows:
+        return
+    names = tuple(rows[0])
+    if len(rows) > 1 and any(r.keys() != rows[0].keys() for r in rows):
+        for row in rows:  # rows with different columns: one statement each
+            _insert(c, table, [row])
+        return
+    sql = _INSERTS.get((table, names))
+    if sql is None:
+        unknown = set(names) - set(COLUMNS[table])
+        if unknown:
+            raise ValueError(f"{table} has no column(s) {', '.join(sorted(unknown))}")
+        sql = _INSERTS[(table, names)] = (f"INSERT INTO {table} ({', '.join(names)}) "
+                                          f"VALUES ({placeholders(len(names))})")
+    if len(rows) == 1:
+        c.execute(sql, _values(table, names, rows[0]))
+    else:
+        c.executemany(sql, [_values(table, names, r) for r in rows])
 
-        @sa.event.listens_for(engine, "begin")
-        def _on_begin(conn: Connection) -> None:
-            conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
-        return engine
-
-    return make(True), make(False)
+def _update(c: Tx, table: str, fields: dict[str, Any], where: str, params: Sequence[Any] = ()) -> int:
+    """`UPDATE table SET fields WHERE where`; the number of rows changed."""
+    names = tuple(fields)
+    sql = _UPDATES.get((table, names, where))
+    if sql is None:
+        unknown = set(names) - set(COLUMNS[table])
+        if unknown:
+            raise ValueError(f"{table} has no column(s) {', '.join(sorted(unknown))}")
+        sql = _UPDATES[(table, names, where)] = (f"UPDATE {table} SET {', '.join(f'{n} = ?' for n in names)} "
+                                                 f"WHERE {where}")
+    return c.execute(sql, [*_values(table, names, fields), *params])
 
 
 class MetadataStore:
@@ -71,12 +95,8 @@ class MetadataStore:
 
     def __init__(self, url: str) -> None:
         self.url = url
-        self.is_sqlite = url.startswith("sqlite")
-        if self.is_sqlite:
-            self._write_engine, self._read_engine = _sqlite_engine(url)
-        else:
-            engine = sa.create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
-            self._write_engine = self._read_engine = engine
+        self.db = Database(url)
+        self.is_sqlite = self.db.is_sqlite
         self._schema_checked = False
         self._lock = threading.Lock()
 
@@ -89,8 +109,10 @@ class MetadataStore:
             if self._schema_checked:
                 return
             try:
-                if self._current_revision() != t.SCHEMA_HEAD:
-                    self._upgrade()
+                if self._current_revision() != SCHEMA_HEAD:
+                    from conveyor.store.migrate import upgrade
+
+                    upgrade(self.db)
             except Exception as err:  # a damaged file or an unreachable server: the same words as the CLI's
                 mapped = translate(err, self.url)
                 if mapped is err:
@@ -99,115 +121,97 @@ class MetadataStore:
             self._schema_checked = True
 
     def _current_revision(self) -> str | None:
+        """The database's Alembic revision; None for a new database (no alembic_version table)."""
         try:
-            with self._read_engine.connect() as conn:
-                return conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar()
-        except sa.exc.OperationalError:
-            return None
-        except sa.exc.ProgrammingError:
-            return None
-
-    def _upgrade(self) -> None:
-        from alembic import command
-        from alembic.config import Config
-        from pathlib import Path
-
-        cfg = Config()
-        cfg.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
-        with self._write_engine.begin() as conn:
-            if conn.dialect.name == "postgresql":
-                # processes starting at once against a new database: one migrates, the others wait and find it done
-                # (SQLite's writers are already serialised by BEGIN IMMEDIATE)
-                conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK_KEY})")
-            cfg.attributes["connection"] = conn
-            command.upgrade(cfg, "head")
+            with self.db.read(translate_errors=False) as c:
+                return c.scalar("SELECT version_num FROM alembic_version")
+        except Exception as err:
+            if isinstance(err, self.db.missing_table_errors()):
+                return None  # a new database; or one that cannot be opened, which migrating then reports
+            raise
 
     def dispose(self) -> None:
-        self._write_engine.dispose()
-        if self._read_engine is not self._write_engine:
-            self._read_engine.dispose()
+        """Close the store's connections (it reconnects if used again)."""
+        self.db.dispose()
 
     def write(self) -> Any:
+        """A write transaction (`with store.write() as tx:`; tx.execute/all/one/scalar/column with `?` params)."""
         self.ensure_schema()
-        return translated(self._write_engine.begin(), self.url)
+        return self.db.write()
 
     def read(self) -> Any:
+        """A read transaction; see `write`."""
         self.ensure_schema()
-        return translated(self._read_engine.begin(), self.url)
+        return self.db.read()
 
     # -- key/value --------------------------------------------------------------------------------
     def get_kv(self, key: str) -> str | None:
         with self.read() as c:
-            return c.execute(sa.select(t.kv.c.value).where(t.kv.c.key == key)).scalar()
+            return c.scalar("SELECT value FROM kv WHERE key = ?", (key,))
 
     def set_kv(self, key: str, value: str) -> None:
         with self.write() as c:
-            if c.execute(sa.update(t.kv).where(t.kv.c.key == key).values(value=value)).rowcount == 0:
-                c.execute(sa.insert(t.kv).values(key=key, value=value))
+            if c.execute("UPDATE kv SET value = ? WHERE key = ?", (value, key)) == 0:
+                c.execute("INSERT INTO kv (key, value) VALUES (?, ?)", (key, value))
 
     # -- flavors ----------------------------------------------------------------------------------
     def register_flavor(self, type_: str, name: str, source: str) -> None:
         with self.write() as c:
-            row = c.execute(sa.select(t.flavors.c.id).where(t.flavors.c.type == type_, t.flavors.c.name == name)).scalar()
+            row = c.scalar("SELECT id FROM flavors WHERE type = ? AND name = ?", (type_, name))
             if row:
-                c.execute(sa.update(t.flavors).where(t.flavors.c.id == row).values(source=source))
+                c.execute("UPDATE flavors SET source = ? WHERE id = ?", (source, row))
             else:
-                c.execute(sa.insert(t.flavors).values(id=new_id(), type=type_, name=name, source=source, created=now()))
+                _insert(c, "flavors", [{"id": new_id(), "type": type_, "name": name, "source": source,
+                                        "created": now()}])
 
     def custom_flavors(self, type_: str | None = None) -> list[dict[str, Any]]:
-        q = sa.select(t.flavors)
-        if type_:
-            q = q.where(t.flavors.c.type == type_)
+        where, params = ("WHERE type = ? ", (type_,)) if type_ else ("", ())
         with self.read() as c:
-            return [dict(r._mapping) for r in c.execute(q.order_by(t.flavors.c.name))]
+            return c.all(f"SELECT {cols('flavors')} FROM flavors {where}ORDER BY name", params)
 
     # -- components -------------------------------------------------------------------------------
     def create_component(self, type_: str, name: str, flavor: str, config: dict[str, Any]) -> str:
         check_name(type_.replace("_", " "), name)
         with self.write() as c:
-            exists = c.execute(sa.select(t.components.c.id).where(t.components.c.type == type_, t.components.c.name == name)).scalar()
+            exists = c.scalar("SELECT id FROM components WHERE type = ? AND name = ?", (type_, name))
             if exists:
                 raise StoreError(f"a {type_.replace('_', '-')} named {name!r} already exists: pick another name, or change it with "
                                  f"`conveyor {type_.replace('_', '-')} update {name} --field=value`")
             cid = new_id()
-            c.execute(sa.insert(t.components).values(id=cid, type=type_, name=name, flavor=flavor, config=config, created=now(), updated=now()))
+            _insert(c, "components", [{"id": cid, "type": type_, "name": name, "flavor": flavor, "config": config,
+                                       "created": now(), "updated": now()}])
             return cid
 
     def get_component(self, type_: str, name: str) -> dict[str, Any] | None:
         with self.read() as c:
-            row = c.execute(sa.select(t.components).where(t.components.c.type == type_, t.components.c.name == name)).first()
-            return dict(row._mapping) if row else None
+            return c.one(f"SELECT {_COMPONENT_COLS} FROM components WHERE type = ? AND name = ?", (type_, name))
 
     def get_component_by_id(self, cid: str) -> dict[str, Any] | None:
         with self.read() as c:
-            row = c.execute(sa.select(t.components).where(t.components.c.id == cid)).first()
-            return dict(row._mapping) if row else None
+            return c.one(f"SELECT {_COMPONENT_COLS} FROM components WHERE id = ?", (cid,))
 
     def list_components(self, type_: str | None = None) -> list[dict[str, Any]]:
-        q = sa.select(t.components).order_by(t.components.c.type, t.components.c.name)
-        if type_:
-            q = q.where(t.components.c.type == type_)
+        where, params = ("WHERE type = ? ", (type_,)) if type_ else ("", ())
         with self.read() as c:
-            return [dict(r._mapping) for r in c.execute(q)]
+            return c.all(f"SELECT {_COMPONENT_COLS} FROM components {where}ORDER BY type, name", params)
 
     def update_component(self, type_: str, name: str, config: dict[str, Any]) -> None:
         with self.write() as c:
-            n = c.execute(sa.update(t.components).where(t.components.c.type == type_, t.components.c.name == name)
-                          .values(config=config, updated=now())).rowcount
+            n = _update(c, "components", {"config": config, "updated": now()}, "type = ? AND name = ?", (type_, name))
             if not n:
                 raise StoreError(f"no {type_.replace('_', '-')} named {name!r}")
 
     def delete_component(self, type_: str, name: str) -> None:
         with self.write() as c:
-            cid = c.execute(sa.select(t.components.c.id).where(t.components.c.type == type_, t.components.c.name == name)).scalar()
+            cid = c.scalar("SELECT id FROM components WHERE type = ? AND name = ?", (type_, name))
             if not cid:
                 raise StoreError(f"no {type_.replace('_', '-')} named {name!r}")
-            used = c.execute(sa.select(t.stacks.c.name).join(t.stack_components, t.stack_components.c.stack_id == t.stacks.c.id)
-                             .where(t.stack_components.c.component_id == cid)).scalars().all()
+            used = c.column("SELECT stacks.name FROM stacks JOIN stack_components ON stack_components.stack_id = stacks.id "
+                            "WHERE stack_components.component_id = ?", (cid,))
             if used:
                 raise StoreError(f"{type_.replace('_', '-')} {name!r} is used by stack(s) {', '.join(sorted(used))}: "
                                  f"remove it from them or delete them first (`conveyor stack delete NAME`)")
-            c.execute(sa.delete(t.components).where(t.components.c.id == cid))
+            c.execute("DELETE FROM components WHERE id = ?", (cid,))
 
     # -- component rename and copy (`conveyor <type> rename|copy`, conveyor.stack.lifecycle) ------------
     def rename_component(self, type_: str, old: str, new: str) -> str:
@@ -218,22 +222,22 @@ class MetadataStore:
         cli = type_.replace("_", "-")
         check_name(type_.replace("_", " "), new)
         with self.write() as c:
-            cid = c.execute(sa.select(t.components.c.id).where(t.components.c.type == type_, t.components.c.name == old)).scalar()
+            cid = c.scalar("SELECT id FROM components WHERE type = ? AND name = ?", (type_, old))
             if not cid:
                 raise StoreError(f"no {cli} named {old!r}: see `conveyor {cli} list`")
             if old == new:
                 return cid
-            if c.execute(sa.select(t.components.c.id).where(t.components.c.type == type_, t.components.c.name == new)).scalar():
+            if c.scalar("SELECT id FROM components WHERE type = ? AND name = ?", (type_, new)):
                 raise StoreError(f"a {cli} named {new!r} already exists: pick another name, or delete that one first "
                                  f"(`conveyor {cli} delete {new}`)")
             if type_ == "step_operator":
-                busy = c.execute(sa.select(t.runs.c.name).distinct().join(t.step_runs, t.step_runs.c.run_id == t.runs.c.id)
-                                 .where(t.step_runs.c.operator == old, t.step_runs.c.status.in_(("pending", "running")),
-                                        t.runs.c.status == "running").order_by(t.runs.c.name)).scalars().all()
+                busy = c.column("SELECT DISTINCT runs.name FROM runs JOIN step_runs ON step_runs.run_id = runs.id "
+                                "WHERE step_runs.operator = ? AND step_runs.status IN ('pending', 'running') "
+                                "AND runs.status = 'running' ORDER BY runs.name", (old,))
                 if busy:
                     raise StoreError(f"{cli} {old!r} runs steps of unfinished run(s) {', '.join(busy)}: let them finish, "
                                      f"or stop them (`conveyor run stop {busy[0]}`), then rename it")
-            c.execute(sa.update(t.components).where(t.components.c.id == cid).values(name=new, updated=now()))
+            _update(c, "components", {"name": new, "updated": now()}, "id = ?", (cid,))
             return cid
 
     def copy_component(self, type_: str, source: str, target: str) -> str:
@@ -243,57 +247,57 @@ class MetadataStore:
         cli = type_.replace("_", "-")
         check_name(type_.replace("_", " "), target)
         with self.write() as c:
-            row = c.execute(sa.select(t.components).where(t.components.c.type == type_, t.components.c.name == source)).first()
+            row = c.one(f"SELECT {_COMPONENT_COLS} FROM components WHERE type = ? AND name = ?", (type_, source))
             if row is None:
                 raise StoreError(f"no {cli} named {source!r}: see `conveyor {cli} list`")
-            if c.execute(sa.select(t.components.c.id).where(t.components.c.type == type_, t.components.c.name == target)).scalar():
+            if c.scalar("SELECT id FROM components WHERE type = ? AND name = ?", (type_, target)):
                 raise StoreError(f"a {cli} named {target!r} already exists: pick another name for the copy")
             cid, ts = new_id(), now()
-            c.execute(sa.insert(t.components).values(id=cid, type=type_, name=target, flavor=row.flavor,
-                                                     config=copy.deepcopy(row.config), created=ts, updated=ts))
+            _insert(c, "components", [{"id": cid, "type": type_, "name": target, "flavor": row["flavor"],
+                                       "config": copy.deepcopy(row["config"]), "created": ts, "updated": ts}])
             return cid
 
     # -- stacks -----------------------------------------------------------------------------------
     def create_stack(self, name: str, component_ids: Sequence[str]) -> str:
         check_name("stack", name)
         with self.write() as c:
-            if c.execute(sa.select(t.stacks.c.id).where(t.stacks.c.name == name)).scalar():
+            if c.scalar("SELECT id FROM stacks WHERE name = ?", (name,)):
                 raise StoreError(f"a stack named {name!r} already exists: pick another name or `conveyor stack update {name} ...`")
             sid = new_id()
-            c.execute(sa.insert(t.stacks).values(id=sid, name=name, created=now(), updated=now()))
+            _insert(c, "stacks", [{"id": sid, "name": name, "created": now(), "updated": now()}])
             self._set_stack_components(c, sid, component_ids)
             return sid
 
-    def _set_stack_components(self, c: Connection, sid: str, component_ids: Sequence[str]) -> None:
-        c.execute(sa.delete(t.stack_components).where(t.stack_components.c.stack_id == sid))
-        if component_ids:
-            c.execute(sa.insert(t.stack_components), [
-                {"stack_id": sid, "component_id": cid, "position": i} for i, cid in enumerate(component_ids)])
+    def _set_stack_components(self, c: Tx, sid: str, component_ids: Sequence[str]) -> None:
+        c.execute("DELETE FROM stack_components WHERE stack_id = ?", (sid,))
+        _insert(c, "stack_components", [{"stack_id": sid, "component_id": cid, "position": i}
+                                        for i, cid in enumerate(component_ids)])
 
     def set_stack_components(self, name: str, component_ids: Sequence[str]) -> None:
         with self.write() as c:
-            sid = c.execute(sa.select(t.stacks.c.id).where(t.stacks.c.name == name)).scalar()
+            sid = c.scalar("SELECT id FROM stacks WHERE name = ?", (name,))
             if not sid:
                 raise StoreError(f"no stack named {name!r}")
             self._set_stack_components(c, sid, component_ids)
-            c.execute(sa.update(t.stacks).where(t.stacks.c.id == sid).values(updated=now()))
+            _update(c, "stacks", {"updated": now()}, "id = ?", (sid,))
 
     def get_stack(self, name: str) -> dict[str, Any] | None:
         with self.read() as c:
-            row = c.execute(sa.select(t.stacks).where(t.stacks.c.name == name)).first()
+            row = c.one(f"SELECT {cols('stacks')} FROM stacks WHERE name = ?", (name,))
             if not row:
                 return None
-            comps = c.execute(sa.select(t.components).join(t.stack_components, t.stack_components.c.component_id == t.components.c.id)
-                              .where(t.stack_components.c.stack_id == row.id).order_by(t.stack_components.c.position)).all()
-            return {**row._mapping, "components": [dict(r._mapping) for r in comps]}
+            comps = c.all(f"SELECT {_COMPONENT_COLS} FROM components JOIN stack_components "
+                          "ON stack_components.component_id = components.id WHERE stack_components.stack_id = ? "
+                          "ORDER BY stack_components.position", (row["id"],))
+            return {**row, "components": comps}
 
     def list_stacks(self) -> list[str]:
         with self.read() as c:
-            return list(c.execute(sa.select(t.stacks.c.name).order_by(t.stacks.c.name)).scalars())
+            return c.column("SELECT name FROM stacks ORDER BY name")
 
     def delete_stack(self, name: str) -> None:
         with self.write() as c:
-            if not c.execute(sa.delete(t.stacks).where(t.stacks.c.name == name)).rowcount:
+            if not c.execute("DELETE FROM stacks WHERE name = ?", (name,)):
                 raise StoreError(f"no stack named {name!r}")
 
     # -- secrets (values arrive encrypted; see conveyor.secrets.vault) -----------------------------
@@ -302,31 +306,28 @@ class MetadataStore:
             check_name("secret", name, allow_dot=False)
         ts = now()
         with self.write() as c:
-            exists = c.execute(sa.select(t.secrets.c.id).where(t.secrets.c.name == name)).scalar()
+            exists = c.scalar("SELECT id FROM secrets WHERE name = ?", (name,))
             if exists and not replace:
                 raise StoreError(f"secret {name!r} already exists: change it with `conveyor secret update {name}`")
             if not exists and replace:
                 raise StoreError(f"no secret named {name!r}: create it with `conveyor secret create {name}`")
             if exists:
-                c.execute(sa.update(t.secrets).where(t.secrets.c.id == exists).values(keys=keys, value=token, updated=ts))
+                _update(c, "secrets", {"keys": keys, "value": token, "updated": ts}, "id = ?", (exists,))
             else:
-                c.execute(sa.insert(t.secrets).values(id=new_id(), name=name, keys=keys, value=token, created=ts,
-                                                      updated=ts))
+                _insert(c, "secrets", [{"id": new_id(), "name": name, "keys": keys, "value": token, "created": ts,
+                                        "updated": ts}])
 
     def get_secret(self, name: str) -> dict[str, Any] | None:
         with self.read() as c:
-            row = c.execute(sa.select(t.secrets).where(t.secrets.c.name == name)).first()
-            return dict(row._mapping) if row else None
+            return c.one(f"SELECT {cols('secrets')} FROM secrets WHERE name = ?", (name,))
 
     def list_secrets(self) -> list[dict[str, Any]]:
         with self.read() as c:
-            return [dict(r._mapping) for r in c.execute(
-                sa.select(t.secrets.c.name, t.secrets.c["keys"], t.secrets.c.created, t.secrets.c.updated)
-                .order_by(t.secrets.c.name))]
+            return c.all("SELECT name, keys, created, updated FROM secrets ORDER BY name")
 
     def delete_secret(self, name: str) -> None:
         with self.write() as c:
-            if not c.execute(sa.delete(t.secrets).where(t.secrets.c.name == name)).rowcount:
+            if not c.execute("DELETE FROM secrets WHERE name = ?", (name,)):
                 raise StoreError(f"no secret named {name!r}: see `conveyor secret list`")
 
     # -- pipelines and snapshots ------------------------------------------------------------------
@@ -336,26 +337,30 @@ class MetadataStore:
         for attempt in range(3):
             try:
                 return self._get_or_create_snapshot(pipeline_name, spec_hash, spec)
-            except sa.exc.IntegrityError:
+            except IntegrityError:
                 if attempt == 2:
                     raise
         raise AssertionError("unreachable")
 
     def _get_or_create_snapshot(self, pipeline_name: str, spec_hash: str, spec: dict[str, Any]) -> tuple[str, str]:
         with self.write() as c:
-            pid = c.execute(sa.select(t.pipelines.c.id).where(t.pipelines.c.name == pipeline_name)).scalar()
+            pid = c.scalar("SELECT id FROM pipelines WHERE name = ?", (pipeline_name,))
             if not pid:
                 pid = new_id()
-                c.execute(sa.insert(t.pipelines).values(id=pid, name=pipeline_name, created=now()))
-            sid = c.execute(sa.select(t.snapshots.c.id).where(t.snapshots.c.pipeline_id == pid, t.snapshots.c.spec_hash == spec_hash)).scalar()
+                _insert(c, "pipelines", [{"id": pid, "name": pipeline_name, "created": now()}])
+            sid = c.scalar("SELECT id FROM snapshots WHERE pipeline_id = ? AND spec_hash = ?", (pid, spec_hash))
             if not sid:
                 sid = new_id()
-                c.execute(sa.insert(t.snapshots).values(id=sid, pipeline_id=pid, spec_hash=spec_hash, spec=spec, created=now()))
+                _insert(c, "snapshots", [{"id": sid, "pipeline_id": pid, "spec_hash": spec_hash, "spec": spec,
+                                          "created": now()}])
             return pid, sid
 
     def get_snapshot(self, snapshot_id: str) -> dict[str, Any]:
         with self.read() as c:
-            return dict(c.execute(sa.select(t.snapshots).where(t.snapshots.c.id == snapshot_id)).one()._mapping)
+            row = c.one(f"SELECT {cols('snapshots')} FROM snapshots WHERE id = ?", (snapshot_id,))
+        if row is None:
+            raise StoreError(f"no snapshot with id {snapshot_id!r}")
+        return row
 
     # -- runs -------------------------------------------------------------------------------------
     def create_run(self, *, name: str, pipeline_id: str, snapshot_id: str, stack_name: str, host: str, pid: int,
@@ -371,16 +376,18 @@ class MetadataStore:
             rows.append({"id": sid, "run_id": run_id, "name": step_name, "position": position, "status": "pending",
                          "attempt": 0, "config": config, "operator": operator, "operator_flavor": flavor})
         with self.write() as c:
-            c.execute(sa.insert(t.runs).values(id=run_id, name=name, pipeline_id=pipeline_id, snapshot_id=snapshot_id,
-                                               stack_name=stack_name, status="running", start_time=ts, host=host, pid=pid,
-                                               pid_start=pid_start, heartbeat=ts, stop_requested=False, created=ts))
-            if rows:
-                c.execute(sa.insert(t.step_runs), rows)
+            _insert(c, "runs", [{"id": run_id, "name": name, "pipeline_id": pipeline_id, "snapshot_id": snapshot_id,
+                                 "stack_name": stack_name, "status": "running", "start_time": ts, "host": host,
+                                 "pid": pid, "pid_start": pid_start, "heartbeat": ts, "stop_requested": False,
+                                 "created": ts}])
+            _insert(c, "step_runs", rows)
         return run_id, step_ids
 
     def update_run(self, run_id: str, **fields: Any) -> None:
+        if not fields:
+            return
         with self.write() as c:
-            c.execute(sa.update(t.runs).where(t.runs.c.id == run_id).values(**fields))
+            _update(c, "runs", fields, "id = ?", (run_id,))
 
     def claim_run(self, run_id: str, *, previous: tuple[Any, Any], host: str, pid: int, pid_start: str | None = None) -> bool:
         """Make this process the run's orchestrator, unless another one claimed it since `previous` was read.
@@ -389,71 +396,82 @@ class MetadataStore:
         being taken; this conditional update only settles two resumes of the same dead run."""
         old_pid, old_beat = previous
         ts = now()
+        where = ["id = ?", "pid IS NULL" if old_pid is None else "pid = ?",
+                 "heartbeat IS NULL" if old_beat is None else "heartbeat = ?"]
+        params = [run_id] + [v for v in (old_pid, old_beat) if v is not None]
         with self.write() as c:
-            cond = [t.runs.c.id == run_id,
-                    t.runs.c.pid.is_(None) if old_pid is None else t.runs.c.pid == old_pid,
-                    t.runs.c.heartbeat.is_(None) if old_beat is None else t.runs.c.heartbeat == old_beat]
-            return bool(c.execute(sa.update(t.runs).where(*cond).values(
-                status="running", host=host, pid=pid, pid_start=pid_start, heartbeat=ts, stop_requested=False, end_time=None,
-                error=None)).rowcount)
+            return bool(_update(c, "runs", {"status": "running", "host": host, "pid": pid, "pid_start": pid_start,
+                                            "heartbeat": ts, "stop_requested": False, "end_time": None,
+                                            "error": None}, " AND ".join(where), params))
 
     def update_step_run(self, step_run_id: str, **fields: Any) -> None:
+        if not fields:
+            return
         with self.write() as c:
-            c.execute(sa.update(t.step_runs).where(t.step_runs.c.id == step_run_id).values(**fields))
+            _update(c, "step_runs", fields, "id = ?", (step_run_id,))
 
     def stop_requested(self, run_id: str) -> bool:
         with self.read() as c:
-            return bool(c.execute(sa.select(t.runs.c.stop_requested).where(t.runs.c.id == run_id)).scalar())
+            return bool(c.scalar("SELECT stop_requested FROM runs WHERE id = ?", (run_id,)))
 
     def find_run(self, name_or_id: str) -> dict[str, Any] | None:
+        q = (f"SELECT {_RUN_COLS}, pipelines.name AS pipeline_name FROM runs "
+             "JOIN pipelines ON pipelines.id = runs.pipeline_id ")
         with self.read() as c:
-            q = sa.select(t.runs, t.pipelines.c.name.label("pipeline_name")).join(t.pipelines, t.pipelines.c.id == t.runs.c.pipeline_id)
             if name_or_id == "latest":
-                row = c.execute(q.order_by(t.runs.c.created.desc()).limit(1)).first()
+                row = c.one(q + "ORDER BY runs.created DESC LIMIT 1")
             else:
-                row = c.execute(q.where(sa.or_(t.runs.c.id == name_or_id, t.runs.c.name == name_or_id))).first()
+                row = c.one(q + "WHERE runs.id = ? OR runs.name = ?", (name_or_id, name_or_id))
             if row is None and len(name_or_id) >= 4:
-                rows = c.execute(q.where(t.runs.c.id.startswith(name_or_id))).all()
+                rows = c.all(q + "WHERE runs.id LIKE ?", (name_or_id + "%",))
                 row = rows[0] if len(rows) == 1 else None
-            return dict(row._mapping) if row else None
+            return row
 
     def list_runs(self, pipeline: str | None = None, status: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
-        q = (sa.select(t.runs, t.pipelines.c.name.label("pipeline_name")).join(t.pipelines, t.pipelines.c.id == t.runs.c.pipeline_id)
-             .order_by(t.runs.c.created.desc()))
+        where, params = [], []
         if pipeline:
-            q = q.where(t.pipelines.c.name == pipeline)
+            where.append("pipelines.name = ?")
+            params.append(pipeline)
         if status:
-            q = q.where(t.runs.c.status == status)
+            where.append("runs.status = ?")
+            params.append(status)
+        q = (f"SELECT {_RUN_COLS}, pipelines.name AS pipeline_name FROM runs "
+             "JOIN pipelines ON pipelines.id = runs.pipeline_id "
+             + (f"WHERE {' AND '.join(where)} " if where else "") + "ORDER BY runs.created DESC")
         if limit:
-            q = q.limit(limit)
+            q += " LIMIT ?"
+            params.append(int(limit))
         with self.read() as c:
-            return [dict(r._mapping) for r in c.execute(q)]
+            return c.all(q, params)
 
     def step_runs(self, run_id: str) -> list[dict[str, Any]]:
         with self.read() as c:
-            return [dict(r._mapping) for r in c.execute(sa.select(t.step_runs).where(t.step_runs.c.run_id == run_id)
-                                                        .order_by(t.step_runs.c.position))]
+            return c.all(f"SELECT {_STEP_COLS} FROM step_runs WHERE run_id = ? ORDER BY position", (run_id,))
 
     def step_run_artifacts(self, step_run_ids: Sequence[str]) -> list[dict[str, Any]]:
         if not step_run_ids:
             return []
-        q = (sa.select(t.step_run_artifacts.c.step_run_id, t.step_run_artifacts.c.direction, t.step_run_artifacts.c.name,
-                       *[col for col in t.artifacts.c if col.name != "name"], t.artifacts.c.name.label("artifact_name"))
-             .join(t.artifacts, t.artifacts.c.id == t.step_run_artifacts.c.artifact_id)
-             .where(t.step_run_artifacts.c.step_run_id.in_(list(step_run_ids))))
+        ids = list(step_run_ids)
+        q = ("SELECT step_run_artifacts.step_run_id, step_run_artifacts.direction, step_run_artifacts.name, "
+             f"{cols('artifacts', skip=('name',))}, artifacts.name AS artifact_name FROM step_run_artifacts "
+             "JOIN artifacts ON artifacts.id = step_run_artifacts.artifact_id "
+             f"WHERE step_run_artifacts.step_run_id IN ({placeholders(len(ids))})")
         with self.read() as c:
-            return [dict(r._mapping) for r in c.execute(q)]
+            return c.all(q, ids)
 
     def find_cached(self, cache_key: str) -> dict[str, Any] | None:
         """Newest completed step run with this cache key, with its outputs."""
         with self.read() as c:
-            row = c.execute(sa.select(t.step_runs.c.id).where(t.step_runs.c.cache_key == cache_key, t.step_runs.c.status == "completed")
-                            .order_by(t.step_runs.c.end_time.desc()).limit(1)).first()
-            if not row:
+            sid = c.scalar("SELECT id FROM step_runs WHERE cache_key = ? AND status = 'completed' "
+                           "ORDER BY end_time DESC LIMIT 1", (cache_key,))
+            if sid is None:
                 return None
-            outs = c.execute(sa.select(t.step_run_artifacts.c.name, t.artifacts).join(t.artifacts, t.artifacts.c.id == t.step_run_artifacts.c.artifact_id)
-                             .where(t.step_run_artifacts.c.step_run_id == row.id, t.step_run_artifacts.c.direction == "output")).all()
-            return {"step_run_id": row.id, "outputs": {r.name: dict(r._mapping) for r in outs}}
+            # the link's name is "name"; the artifact's own, "name_1" (as SQLAlchemy labelled the clash)
+            outs = c.all(f"SELECT step_run_artifacts.name, {cols('artifacts', rename={'name': 'name_1'})} "
+                         "FROM step_run_artifacts JOIN artifacts ON artifacts.id = step_run_artifacts.artifact_id "
+                         "WHERE step_run_artifacts.step_run_id = ? AND step_run_artifacts.direction = 'output'",
+                         (sid,))
+            return {"step_run_id": sid, "outputs": {r["name"]: r for r in outs}}
 
     def clear_cache(self, *, pipeline: str | None = None, step: str | None = None, dry_run: bool = False) -> int:
         """Make completed step runs (all, or of one pipeline and/or step name) never serve as a cache hit again.
@@ -461,20 +479,23 @@ class MetadataStore:
         Only their recorded cache key goes: statuses, artifacts and links stay, so runs still load their outputs.
         Returns how many step runs were (with `dry_run`, would be) cleared.
         """
-        cond = [t.step_runs.c.cache_key.is_not(None), t.step_runs.c.status == "completed"]
+        cond, params = ["cache_key IS NOT NULL", "status = 'completed'"], []
         if step is not None:
-            cond.append(t.step_runs.c.name == step)
+            cond.append("name = ?")
+            params.append(step)
         if pipeline is not None:
             with self.read() as c:
-                pid = c.execute(sa.select(t.pipelines.c.id).where(t.pipelines.c.name == pipeline)).scalar()
+                pid = c.scalar("SELECT id FROM pipelines WHERE name = ?", (pipeline,))
             if pid is None:
                 raise StoreError(f"no pipeline named {pipeline!r}: see the pipeline names in `conveyor run list`")
-            cond.append(t.step_runs.c.run_id.in_(sa.select(t.runs.c.id).where(t.runs.c.pipeline_id == pid)))
+            cond.append("run_id IN (SELECT runs.id FROM runs WHERE runs.pipeline_id = ?)")
+            params.append(pid)
+        where = " AND ".join(cond)
         if dry_run:
             with self.read() as c:
-                return int(c.execute(sa.select(sa.func.count()).select_from(t.step_runs).where(*cond)).scalar() or 0)
+                return int(c.scalar(f"SELECT count(*) FROM step_runs WHERE {where}", params) or 0)
         with self.write() as c:
-            return int(c.execute(sa.update(t.step_runs).where(*cond).values(cache_key=None)).rowcount or 0)
+            return int(c.execute(f"UPDATE step_runs SET cache_key = NULL WHERE {where}", params) or 0)
 
     def finish_step(self, step_run_id: str, *, status: str, inputs: dict[str, str], outputs: dict[str, dict[str, Any]],
                     new_artifacts: Sequence[dict[str, Any]] = (), metadata: Sequence[dict[str, Any]] = (),
@@ -485,7 +506,7 @@ class MetadataStore:
             try:
                 return self._finish_step(step_run_id, status=status, inputs=inputs, outputs=outputs,
                                          new_artifacts=new_artifacts, metadata=metadata, **fields)
-            except sa.exc.IntegrityError:
+            except IntegrityError:
                 if attempt == _VERSION_RETRIES - 1 or not any(a.get("name") for a in new_artifacts):
                     raise
 
@@ -495,20 +516,19 @@ class MetadataStore:
         with self.write() as c:
             if new_artifacts:
                 numbered = self._number_versions(c, new_artifacts)
-                c.execute(sa.insert(t.artifacts), [{**a, "created": now(), "producer_step_run_id": step_run_id} for a in numbered])
+                _insert(c, "artifacts", [{**a, "created": now(), "producer_step_run_id": step_run_id} for a in numbered])
             # a resumed run finishes a step again: its links from the failed attempt give way
-            c.execute(sa.delete(t.step_run_artifacts).where(t.step_run_artifacts.c.step_run_id == step_run_id))
+            c.execute("DELETE FROM step_run_artifacts WHERE step_run_id = ?", (step_run_id,))
             links = [{"step_run_id": step_run_id, "direction": "input", "name": n, "artifact_id": a} for n, a in inputs.items()]
             links += [{"step_run_id": step_run_id, "direction": "output", "name": n, "artifact_id": a["id"]} for n, a in outputs.items()]
-            if links:
-                c.execute(sa.insert(t.step_run_artifacts), links)
-            c.execute(sa.update(t.step_runs).where(t.step_runs.c.id == step_run_id).values(status=status, **fields))
+            _insert(c, "step_run_artifacts", links)
+            _update(c, "step_runs", {"status": status, **fields}, "id = ?", (step_run_id,))
             self._put_metadata(c, metadata)
         for row, done in zip(new_artifacts, numbered if new_artifacts else ()):  # committed: the caller learns them
             row.update(version=done["version"], version_number=done["version_number"])  # type: ignore[attr-defined]
 
     # -- artifacts by name and version; run metadata (conveyor.artifacts.registry, conveyor.metadata) ----------
-    def _number_versions(self, c: Connection, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    def _number_versions(self, c: Tx, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         """Copies of `rows` with each named artifact's version: the one asked for ("version", refused when taken)
         or the name's highest number plus one."""
         numbered, taken_here = [], {}
@@ -519,14 +539,13 @@ class MetadataStore:
                 asked = row.get("version")
                 if asked is None:
                     if name not in taken_here:
-                        taken_here[name] = c.execute(sa.select(sa.func.max(t.artifacts.c.version_number))
-                                                     .where(t.artifacts.c.name == name)).scalar() or 0
+                        taken_here[name] = c.scalar("SELECT max(version_number) FROM artifacts WHERE name = ?",
+                                                    (name,)) or 0
                     taken_here[name] += 1
                     row["version"], row["version_number"] = str(taken_here[name]), taken_here[name]
                 else:
                     asked = str(asked)
-                    exists = c.execute(sa.select(t.artifacts.c.id).where(t.artifacts.c.name == name,
-                                                                         t.artifacts.c.version == asked)).scalar()
+                    exists = c.scalar("SELECT id FROM artifacts WHERE name = ? AND version = ?", (name, asked))
                     if exists:
                         raise ArtifactVersionTakenError(
                             f"artifact {name!r} already has a version {asked!r}: save it without version= to get the "
@@ -543,16 +562,16 @@ class MetadataStore:
             try:
                 with self.write() as c:
                     [numbered] = self._number_versions(c, [row])
-                    c.execute(sa.insert(t.artifacts).values(**{**numbered, "created": now()}))
+                    _insert(c, "artifacts", [{**numbered, "created": now()}])
                     if metadata:
                         self._put_metadata(c, [{"artifact_id": numbered["id"], "values": metadata}])
                 return numbered
-            except sa.exc.IntegrityError:
+            except IntegrityError:
                 if attempt == _VERSION_RETRIES - 1:
                     raise
         raise AssertionError("unreachable")
 
-    def _put_metadata(self, c: Connection, entries: Sequence[dict[str, Any]]) -> None:
+    def _put_metadata(self, c: Tx, entries: Sequence[dict[str, Any]]) -> None:
         """Each entry names one target (run_id, step_run_id or artifact_id) and its "values"; a key logged again
         replaces the earlier value."""
         ts = now()
@@ -562,10 +581,11 @@ class MetadataStore:
             if len(target) != 1 or not values:
                 continue
             (column, ident), = target.items()
-            c.execute(sa.delete(t.run_metadata).where(t.run_metadata.c[column] == ident,
-                                                      t.run_metadata.c.key.in_(list(values))))
-            c.execute(sa.insert(t.run_metadata), [{"id": new_id(), column: ident, "key": k, "value": v, "created": ts}
-                                                  for k, v in values.items()])
+            keys = list(values)
+            c.execute(f"DELETE FROM run_metadata WHERE {column} = ? AND key IN ({placeholders(len(keys))})",
+                      [ident, *keys])
+            _insert(c, "run_metadata", [{"id": new_id(), column: ident, "key": k, "value": v, "created": ts}
+                                        for k, v in values.items()])
 
     def put_metadata(self, entries: Sequence[dict[str, Any]]) -> None:
         with self.write() as c:
@@ -575,65 +595,62 @@ class MetadataStore:
         """id -> {key: value} for the targets `ids` of kind `column` ("run_id", "step_run_id", "artifact_id")."""
         if not ids:
             return {}
+        if column not in ("run_id", "step_run_id", "artifact_id"):
+            raise ValueError(f"metadata targets are run_id, step_run_id or artifact_id, not {column!r}")
+        ids = list(ids)
         found: dict[str, dict[str, Any]] = {}
         with self.read() as c:
-            rows = c.execute(sa.select(t.run_metadata.c[column], t.run_metadata.c.key, t.run_metadata.c.value)
-                             .where(t.run_metadata.c[column].in_(list(ids)))
-                             .order_by(t.run_metadata.c.created, t.run_metadata.c.key)).all()
-        for ident, key, value in rows:
-            found.setdefault(ident, {})[key] = value
+            rows = c.all(f"SELECT {column}, key, value FROM run_metadata WHERE {column} IN ({placeholders(len(ids))}) "
+                         "ORDER BY created, key", ids)
+        for row in rows:
+            found.setdefault(row[column], {})[row["key"]] = row["value"]
         return found
 
-    def _artifact_query(self) -> Any:
-        return (sa.select(t.artifacts, t.step_runs.c.name.label("producer_step_name"), t.step_runs.c.run_id.label("producer_run_id"),
-                          t.runs.c.name.label("producer_run_name"), t.runs.c.stack_name.label("stack_name"))
-                .outerjoin(t.step_runs, t.step_runs.c.id == t.artifacts.c.producer_step_run_id)
-                .outerjoin(t.runs, t.runs.c.id == t.step_runs.c.run_id))
+    #: artifacts with their producer's step and run names
+    _ARTIFACT_QUERY = (f"SELECT {_ARTIFACT_COLS}, step_runs.name AS producer_step_name, "
+                       "step_runs.run_id AS producer_run_id, runs.name AS producer_run_name, runs.stack_name AS stack_name "
+                       "FROM artifacts LEFT OUTER JOIN step_runs ON step_runs.id = artifacts.producer_step_run_id "
+                       "LEFT OUTER JOIN runs ON runs.id = step_runs.run_id ")
 
     def find_artifact_version(self, name_or_id: str, version: str | int | None = None) -> dict[str, Any] | None:
         """By name and version, by name alone (the newest version), or by id."""
-        q = self._artifact_query()
+        q = self._ARTIFACT_QUERY
         with self.read() as c:
             if version is not None:
-                row = c.execute(q.where(t.artifacts.c.name == name_or_id, t.artifacts.c.version == str(version))).first()
-                return dict(row._mapping) if row else None
-            row = c.execute(q.where(t.artifacts.c.id == name_or_id)).first()
+                return c.one(q + "WHERE artifacts.name = ? AND artifacts.version = ?", (name_or_id, str(version)))
+            row = c.one(q + "WHERE artifacts.id = ?", (name_or_id,))
             if row is None:
-                row = c.execute(q.where(t.artifacts.c.name == name_or_id)
-                                .order_by(t.artifacts.c.created.desc(), t.artifacts.c.version_number.desc()).limit(1)).first()
-            return dict(row._mapping) if row else None
+                row = c.one(q + "WHERE artifacts.name = ? ORDER BY artifacts.created DESC, "
+                            "artifacts.version_number DESC LIMIT 1", (name_or_id,))
+            return row
 
     def list_artifact_versions(self, name: str | None = None) -> list[dict[str, Any]]:
         """Named artifacts (of one name, or all), by name then oldest version first."""
-        q = self._artifact_query().where(t.artifacts.c.name.is_not(None) if name is None else t.artifacts.c.name == name)
+        where, params = ("WHERE artifacts.name IS NOT NULL ", ()) if name is None else ("WHERE artifacts.name = ? ", (name,))
         with self.read() as c:
-            return [dict(r._mapping) for r in c.execute(q.order_by(t.artifacts.c.name, t.artifacts.c.created,
-                                                                   t.artifacts.c.version_number))]
+            return c.all(self._ARTIFACT_QUERY + where + "ORDER BY artifacts.name, artifacts.created, "
+                         "artifacts.version_number", params)
 
     def find_step_run(self, step_run_id: str) -> dict[str, Any] | None:
         with self.read() as c:
-            row = c.execute(sa.select(t.step_runs).where(t.step_runs.c.id == step_run_id)).first()
-            return dict(row._mapping) if row else None
+            return c.one(f"SELECT {_STEP_COLS} FROM step_runs WHERE id = ?", (step_run_id,))
 
     # -- pipelines and run deletion (`conveyor pipeline list`, `conveyor run delete`, conveyor.execution.run_deletion)
     def run_name_taken(self, name: str) -> bool:
         with self.read() as c:
-            return c.execute(sa.select(t.runs.c.id).where(t.runs.c.name == name)).first() is not None
+            return c.scalar("SELECT id FROM runs WHERE name = ?", (name,)) is not None
 
     def pipeline_summaries(self, name: str | None = None) -> list[dict[str, Any]]:
         """Each pipeline (or the one named) with its run count and its newest run's row (None when it has none)."""
-        q = sa.select(t.pipelines).order_by(t.pipelines.c.name)
-        if name is not None:
-            q = q.where(t.pipelines.c.name == name)
-        counts = (sa.select(t.runs.c.pipeline_id, sa.func.count().label("n")).group_by(t.runs.c.pipeline_id))
+        where, params = ("WHERE name = ? ", (name,)) if name is not None else ("", ())
         with self.read() as c:
-            pipelines = [dict(r._mapping) for r in c.execute(q)]
-            n = {r.pipeline_id: r.n for r in c.execute(counts)}
+            pipelines = c.all(f"SELECT {cols('pipelines')} FROM pipelines {where}ORDER BY name", params)
+            n = {r["pipeline_id"]: r["n"] for r in c.all("SELECT pipeline_id, count(*) AS n FROM runs GROUP BY pipeline_id")}
             for p in pipelines:
                 p["run_count"] = n.get(p["id"], 0)
-                last = c.execute(sa.select(t.runs).where(t.runs.c.pipeline_id == p["id"])
-                                 .order_by(t.runs.c.created.desc()).limit(1)).first()
-                p["last_run"] = {**last._mapping, "pipeline_name": p["name"]} if last else None
+                last = c.one(f"SELECT {_RUN_COLS} FROM runs WHERE pipeline_id = ? ORDER BY created DESC LIMIT 1",
+                             (p["id"],))
+                p["last_run"] = {**last, "pipeline_name": p["name"]} if last else None
         return pipelines
 
     def delete_run(self, run_id: str, *, artifacts: bool) -> dict[str, Any]:
@@ -643,29 +660,33 @@ class MetadataStore:
 
         Returns {"logs": [uri...], "deleted": [artifact row...], "kept": [(artifact row, [run names])...]} for the
         caller to remove the files of what was deleted."""
-        sr, sra, ar = t.step_runs, t.step_run_artifacts, t.artifacts
         with self.write() as c:
-            step_ids = list(c.execute(sa.select(sr.c.id).where(sr.c.run_id == run_id)).scalars())
-            logs = [u for u in c.execute(sa.select(sr.c.logs_uri).where(sr.c.run_id == run_id)).scalars() if u]
+            step_ids = c.column("SELECT id FROM step_runs WHERE run_id = ?", (run_id,))
+            logs = [u for u in c.column("SELECT logs_uri FROM step_runs WHERE run_id = ?", (run_id,)) if u]
             deleted: list[dict[str, Any]] = []
             kept: list[tuple[dict[str, Any], list[str]]] = []
+            marks = placeholders(len(step_ids))
             if artifacts and step_ids:
                 # what its steps produced, and outputs whose producing run was deleted before (no producer left);
                 # a cache hit's outputs belong to the run that produced them
-                produced = sa.union(
-                    sa.select(ar.c.id.label("id")).join(sra, sra.c.artifact_id == ar.c.id).where(
-                        sra.c.step_run_id.in_(step_ids), sra.c.direction == "output", ar.c.producer_step_run_id.is_(None)),
-                    sa.select(ar.c.id.label("id")).where(ar.c.producer_step_run_id.in_(step_ids))).subquery()
-                for row in c.execute(sa.select(ar).where(ar.c.id.in_(sa.select(produced.c.id))).order_by(ar.c.created)):
-                    users = list(c.execute(
-                        sa.select(t.runs.c.name).distinct().join(sr, sr.c.run_id == t.runs.c.id)
-                        .join(sra, sra.c.step_run_id == sr.c.id)
-                        .where(sra.c.artifact_id == row.id, t.runs.c.id != run_id).order_by(t.runs.c.name)).scalars())
-                    (kept.append((dict(row._mapping), users)) if users else deleted.append(dict(row._mapping)))
+                produced = c.all(
+                    f"SELECT {_ARTIFACT_COLS} FROM artifacts WHERE artifacts.id IN ("
+                    "SELECT artifacts.id FROM artifacts JOIN step_run_artifacts ON step_run_artifacts.artifact_id = artifacts.id "
+                    f"WHERE step_run_artifacts.step_run_id IN ({marks}) AND step_run_artifacts.direction = 'output' "
+                    "AND artifacts.producer_step_run_id IS NULL "
+                    f"UNION SELECT artifacts.id FROM artifacts WHERE artifacts.producer_step_run_id IN ({marks})) "
+                    "ORDER BY artifacts.created", [*step_ids, *step_ids])
+                for row in produced:
+                    users = c.column(
+                        "SELECT DISTINCT runs.name FROM runs JOIN step_runs ON step_runs.run_id = runs.id "
+                        "JOIN step_run_artifacts ON step_run_artifacts.step_run_id = step_runs.id "
+                        "WHERE step_run_artifacts.artifact_id = ? AND runs.id != ? ORDER BY runs.name",
+                        (row["id"], run_id))
+                    (kept.append((row, users)) if users else deleted.append(row))
             if step_ids:
-                c.execute(sa.delete(sra).where(sra.c.step_run_id.in_(step_ids)))
-                c.execute(sa.delete(sr).where(sr.c.run_id == run_id))
-            c.execute(sa.delete(t.runs).where(t.runs.c.id == run_id))
+                c.execute(f"DELETE FROM step_run_artifacts WHERE step_run_id IN ({marks})", step_ids)
+                c.execute("DELETE FROM step_runs WHERE run_id = ?", (run_id,))
+            c.execute("DELETE FROM runs WHERE id = ?", (run_id,))
             if deleted:
-                c.execute(sa.delete(ar).where(ar.c.id.in_([a["id"] for a in deleted])))
+                c.execute(f"DELETE FROM artifacts WHERE id IN ({placeholders(len(deleted))})", [a["id"] for a in deleted])
         return {"logs": logs, "deleted": deleted, "kept": kept}

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import os
+from typing import Any
 
 from pydantic import Field, field_validator
 
-from conveyor.artifact_stores.base import BaseArtifactStoreConfig, BaseArtifactStoreFlavor
-
+from conveyor.artifact_stores.base import BaseArtifactStoreFlavor
+from conveyor.artifact_stores.base_config import BaseArtifactStoreConfig
 
 CREDENTIAL_VARIABLES = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_DEFAULT_REGION",
                         "AWS_REGION", "AWS_PROFILE")

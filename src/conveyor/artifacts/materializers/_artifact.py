@@ -69,7 +69,8 @@ def load_artifact(
 
 def check_artifact(uri: str, store: ArtifactStore, checksum: str | None = None, label: str | None = None) -> None:
     """Raise unless the artifact at ``uri`` exists, every file matches its manifest and, given ``checksum``, it is
-    the artifact the metadata store recorded there (reads every file once; loads nothing)."""
+    the artifact the metadata store recorded there (loads nothing; reads only the files whose stamp does not show
+    them untouched since they were written, see ``_verify``)."""
     uri = store._resolve(uri).rstrip("/")
     manifest = _read_manifest(uri, store)
     _verify(uri, store, manifest)
@@ -82,22 +83,35 @@ def check_artifact(uri: str, store: ArtifactStore, checksum: str | None = None, 
 
 def _write(materializer: type[BaseMaterializer], value: Any, uri: str, store: ArtifactStore) -> ArtifactMeta:
     with store.atomic_dir(uri) as tmp:
-        materializer(tmp, store).save(value)
-        files = {rel: store._digest(full) for rel, full in store._files(tmp) if rel != MANIFEST_NAME}
+        instance = materializer(tmp, store)
+        instance.save(value)
+        hashed: dict[str, tuple[int, str]] = getattr(instance, "digests", None) or {}  # built-ins hash as they write
+        entries = {rel: _file_entry(store, full, hashed.get(rel)) for rel, full in store._files(tmp)
+                   if rel != MANIFEST_NAME}
+        files = {rel: (entry["size"], entry["sha256"]) for rel, entry in entries.items()}
         meta = ArtifactMeta(
             materializer=import_path(materializer),
             data_type=import_path(type(value)),
             size=sum(size for size, _ in files.values()),
             checksum=_combined_checksum(files),
         )
-        manifest = {
-            "format": _FORMAT,
-            **meta._asdict(),
-            "files": {rel: {"size": size, "sha256": sha} for rel, (size, sha) in files.items()},
-        }
+        manifest = {"format": _FORMAT, **meta._asdict(), "files": entries}
         with store.open(f"{tmp}/{MANIFEST_NAME}", "wb") as fh:
             fh.write(json.dumps(manifest, separators=(",", ":")).encode("utf-8"))
     return meta
+
+
+def _file_entry(store: ArtifactStore, full: str, hashed: tuple[int, str] | None) -> dict[str, Any]:
+    """The manifest's entry for one file: size and SHA-256, and on local disk the stamp that lets a load trust
+    the file without reading it (`ArtifactStore._stamp_written`). A digest the materializer computed while
+    writing is used when the file on disk has its size; otherwise the file is read once."""
+    stamp = store._stamp_written(full)
+    if hashed is None or (stamp is not None and stamp[0] != hashed[0]):
+        hashed = store._digest(full)
+    entry: dict[str, Any] = {"size": hashed[0], "sha256": hashed[1]}
+    if stamp is not None:
+        entry["stamp"] = stamp
+    return entry
 
 
 def _combined_checksum(files: dict[str, tuple[int, str]]) -> str:
@@ -146,12 +160,22 @@ def _read_manifest(uri: str, store: ArtifactStore) -> dict[str, Any]:
 
 
 def _verify(uri: str, store: ArtifactStore, manifest: dict[str, Any]) -> None:
+    """Every file is read and hashed, except one whose stamp shows nothing changed it since it was hashed."""
     for rel, expected in manifest["files"].items():
-        problem = _file_problem(store, f"{uri}/{rel}", expected)
+        full = f"{uri}/{rel}"
+        if _untouched(store, full, expected):
+            continue
+        problem = _file_problem(store, full, expected)
         if problem:
             raise ArtifactCorruptedError(
                 f"artifact at {uri} is corrupted or truncated: file {rel} {problem}; re-run the producing step"
             )
+
+
+def _untouched(store: ArtifactStore, full: str, expected: Any) -> bool:
+    stamp = expected.get("stamp") if isinstance(expected, dict) else None
+    return (isinstance(stamp, list) and len(stamp) == 4 and stamp[0] == expected.get("size")
+            and store._unchanged(full, stamp))
 
 
 def _check_recorded(uri: str, manifest: dict[str, Any], expected: str, label: str | None) -> None:

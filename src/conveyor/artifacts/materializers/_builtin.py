@@ -15,6 +15,7 @@ from types import ModuleType
 from typing import Any, ClassVar
 
 from conveyor.artifacts.materializers._base import BaseMaterializer, CannotMaterialize
+from conveyor.artifacts.store import ArtifactStore
 
 __all__ = [
     "BUILTIN_MATERIALIZERS",
@@ -29,7 +30,15 @@ __all__ = [
 
 
 class _BuiltinMaterializer(BaseMaterializer):
-    """Shared plumbing: built-ins write straight into the (already private) temporary directory."""
+    """Shared plumbing: built-ins write straight into the (already private) temporary directory.
+
+    They hash what they write from memory as they write it (``digests``: file name -> (size, sha256 hex)), so the
+    manifest need not read the files back; a file missing there is hashed from disk.
+    """
+
+    def __init__(self, uri: str, store: ArtifactStore) -> None:
+        super().__init__(uri, store)
+        self.digests: dict[str, tuple[int, str]] = {}
 
     @classmethod
     def why_not(cls, value: Any) -> str:
@@ -37,8 +46,11 @@ class _BuiltinMaterializer(BaseMaterializer):
         return ""
 
     def _write(self, name: str, data: bytes) -> None:
+        import hashlib
+
         with self.store.open(self.path_for(name), "wb") as fh:
             fh.write(data)
+        self.digests[name] = (len(data), hashlib.sha256(data).hexdigest())
 
     def _read(self, name: str) -> bytes:
         return self.store.read_bytes(self.path_for(name))
@@ -211,13 +223,15 @@ class NumpyMaterializer(_BuiltinMaterializer):
     def save(self, data: Any) -> None:
         import numpy as np
 
+        from conveyor.artifacts.materializers._npy import write_npy
+
         target = self.path_for("data.npy")
-        local = self.store.local_path(target)
-        if local is not None:
-            np.save(local, data, allow_pickle=False)
-            return
         with self.store.open(target, "wb") as fh:
-            np.save(fh, data, allow_pickle=False)
+            written = write_npy(fh, data)  # one pass: the bytes np.save writes, hashed from memory meanwhile
+            if written is not None:
+                self.digests["data.npy"] = written
+                return
+            np.save(fh, data, allow_pickle=False)  # scalars, strided views, long headers: hashed from disk
 
     def load(self, data_type: type) -> Any:
         import numpy as np

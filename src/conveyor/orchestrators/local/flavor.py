@@ -1,35 +1,34 @@
-"""The `local` orchestrator: the DAG in this process, independent steps side by side."""
+"""The `local` orchestrator: the DAG in this process, independent steps side by side.
+
+Its config model (pydantic) lives in `config.py` and loads only when asked for: an orchestrator registered with
+no config, as the default stack's is, runs on the defaults below without it.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
-from pydantic import Field, field_validator
-
-from conveyor.orchestrators.base import BaseOrchestratorConfig, BaseOrchestratorFlavor
+from conveyor.orchestrators.base import BaseOrchestratorFlavor
 
 if TYPE_CHECKING:
+    from conveyor.orchestrators.local.config import LocalOrchestratorConfig
     from conveyor.orchestrators.local.orchestrator import LocalOrchestrator
 
+__all__ = [
+    "DEFAULT_HEARTBEAT_INTERVAL",
+    "DEFAULT_MAX_PARALLELISM",
+    "MAX_HEARTBEAT_INTERVAL",
+    "LocalOrchestratorConfig",
+    "LocalOrchestratorFlavor",
+]
 
 #: the longest heartbeat_interval: a run without a lease to ask is taken as abandoned after 30 s without a beat
 #: (execution/liveness.py), so an orchestrator must beat at least three times in that window
 MAX_HEARTBEAT_INTERVAL = 10.0
-
-
-class LocalOrchestratorConfig(BaseOrchestratorConfig):
-    max_parallelism: int = Field(default=16, ge=1, description="steps running at once")
-    heartbeat_interval: float = Field(default=5.0, gt=0, description="seconds between liveness marks on the run "
-                                      f"(at most {MAX_HEARTBEAT_INTERVAL:g})")
-
-    @field_validator("heartbeat_interval")
-    @classmethod
-    def _bounded(cls, value: float) -> float:
-        if value > MAX_HEARTBEAT_INTERVAL:
-            raise ValueError(f"heartbeat_interval is {value:g}s but may be at most {MAX_HEARTBEAT_INTERVAL:g}s (a run "
-                             f"whose orchestrator has not beaten for 30s may be taken as abandoned): set it to "
-                             f"{MAX_HEARTBEAT_INTERVAL:g} or less")
-        return value
+#: the config's defaults, here so that the run path reads them without pydantic (config.py's fields use them)
+DEFAULT_MAX_PARALLELISM: int | None = None  # no cap: every step whose inputs are ready starts
+DEFAULT_HEARTBEAT_INTERVAL = 5.0
 
 
 class LocalOrchestratorFlavor(BaseOrchestratorFlavor):
@@ -38,11 +37,28 @@ class LocalOrchestratorFlavor(BaseOrchestratorFlavor):
     name = "local"
 
     @property
-    def config_class(self) -> type[LocalOrchestratorConfig]:
+    def config_class(self) -> type["LocalOrchestratorConfig"]:
+        from conveyor.orchestrators.local.config import LocalOrchestratorConfig
+
         return LocalOrchestratorConfig
+
+    def plain_config(self, raw: Mapping[str, Any]) -> dict[str, Any] | None:
+        """No config set (the default stack's): the defaults. Anything set is validated by the model."""
+        if raw:
+            return None
+        return {"max_parallelism": DEFAULT_MAX_PARALLELISM, "heartbeat_interval": DEFAULT_HEARTBEAT_INTERVAL}
 
     @property
     def implementation_class(self) -> type["LocalOrchestrator"]:
         from conveyor.orchestrators.local.orchestrator import LocalOrchestrator
 
         return LocalOrchestrator
+
+
+def __getattr__(name: str) -> Any:
+    """`LocalOrchestratorConfig` was defined here; it still imports from here, loading pydantic then."""
+    if name == "LocalOrchestratorConfig":
+        from conveyor.orchestrators.local.config import LocalOrchestratorConfig
+
+        return LocalOrchestratorConfig
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

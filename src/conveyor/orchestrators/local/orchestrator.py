@@ -1,4 +1,4 @@
-"""Runs the DAG with one daemon thread per running step, at most `max_parallelism` at once; Ctrl-C, SIGTERM and `conveyor run stop` cancel every running step.
+"""Runs the DAG with one daemon thread per running step (every ready step at once, unless `max_parallelism` caps them); Ctrl-C, SIGTERM and `conveyor run stop` cancel every running step.
 
 The first Ctrl-C (or SIGTERM) starts the stop; later ones while it runs only say so: a stop cut short would
 leave steps' processes running and the run's records saying `running`.
@@ -6,12 +6,13 @@ leave steps' processes running and the run's records saying `running`.
 
 from __future__ import annotations
 
+import heapq
 import os
+import queue
 import signal
 import threading
 import time
-from concurrent.futures import FIRST_COMPLETED, Future, wait
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterable
 
 from conveyor.enums import ACTIVE_STATUSES, SUCCESSFUL_STATUSES, UNSUCCESSFUL_STATUSES, FailureKind, StepStatus
 from conveyor.exceptions import StepFailedError
@@ -26,18 +27,44 @@ STOP_GRACE = 30.0
 IN_PROCESS_GRACE = 1.0
 
 
-def _start(target: Any, name: str) -> "Future[str]":
-    """Daemon threads, not a pool: a step stuck in C code must not keep a stopped process alive."""
-    fut: Future[str] = Future()
+class _StepThread:
+    """One step's thread and its outcome; `finished` hears of it when it ends. (Not concurrent.futures: that
+    imports logging, a tenth of a one-step run's imports.)"""
 
-    def body() -> None:
-        try:
-            fut.set_result(target())
-        except BaseException as err:  # noqa: BLE001 - handed to the scheduler
-            fut.set_exception(err)
+    __slots__ = ("_done", "_error", "_result")
 
-    threading.Thread(target=body, name=f"step-{name}", daemon=True).start()
-    return fut
+    def __init__(self, target: Any, name: str, finished: "queue.SimpleQueue[_StepThread]") -> None:
+        self._done = threading.Event()
+        self._result: str | None = None
+        self._error: BaseException | None = None
+
+        def body() -> None:
+            try:
+                self._result = target()
+            except BaseException as err:  # noqa: BLE001 - handed to the scheduler
+                self._error = err
+            finally:
+                self._done.set()
+                finished.put(self)
+
+        # daemon threads, not a pool: a step stuck in C code must not keep a stopped process alive
+        threading.Thread(target=body, name=f"step-{name}", daemon=True).start()
+
+    def done(self) -> bool:
+        return self._done.is_set()
+
+    def result(self) -> str | None:
+        """The launcher's return value, or its exception raised again."""
+        if self._error is not None:
+            raise self._error
+        return self._result
+
+
+def _wait(threads: Iterable[_StepThread], timeout: float) -> None:
+    """Until every one of `threads` has ended, or `timeout` seconds have passed."""
+    deadline = time.monotonic() + timeout
+    for thread in threads:
+        thread._done.wait(max(0.0, deadline - time.monotonic()))
 
 
 class _Terminate(BaseException):
@@ -120,31 +147,66 @@ class LocalOrchestrator(BaseOrchestrator):
 
     # -- scheduling -------------------------------------------------------------------------------
     def _schedule(self, state: "RunState") -> list[StepFailedError]:
+        """Start each step once its upstream steps succeeded; only steps whose upstream just changed are looked at
+        again, and finished steps are taken from a queue, so a fan-out of thousands costs each step O(its edges)."""
         from conveyor.execution.launcher import StepLauncher
 
         snapshot = state.snapshot
+        position = {n: i for i, n in enumerate(snapshot.order)}
         upstream = {n: list(snapshot.step_spec(n)["upstream"]) for n in snapshot.order}
-        waiting = [n for n in snapshot.order if state.statuses.get(n) not in SUCCESSFUL_STATUSES]
-        running: dict[Future[str], str] = {}
+        downstream: dict[str, list[str]] = {n: [] for n in snapshot.order}
+        for n, ups in upstream.items():
+            for u in ups:
+                downstream[u].append(n)
+        waiting = {n for n in snapshot.order if state.statuses.get(n) not in SUCCESSFUL_STATUSES}
+        limit = self.config_value("max_parallelism")  # None: every ready step starts at once
+        to_check: list[int] = sorted(position[n] for n in waiting)  # a heap of positions: definition order
+        ready: list[int] = []  # heap of positions of steps that may start once there is room
+        finished: queue.SimpleQueue[_StepThread] = queue.SimpleQueue()
+        running: dict[_StepThread, str] = {}
         failures: list[StepFailedError] = []
         last_beat = last_stop_check = time.monotonic()
+        stopping = False
         try:
             while waiting or running:
-                for name in list(waiting):
+                if state.stop_event.is_set() and not stopping:  # every step not started yet is stopped
+                    stopping = True
+                    to_check = sorted(position[n] for n in waiting)
+                while to_check:
+                    name = snapshot.order[heapq.heappop(to_check)]
+                    if name not in waiting:
+                        continue
                     ups = [state.statuses.get(u) for u in upstream[name]]
                     if state.stop_event.is_set() or any(s in UNSUCCESSFUL_STATUSES for s in ups):
-                        waiting.remove(name)
+                        waiting.discard(name)
                         skipped = StepStatus.STOPPED if state.stop_event.is_set() else StepStatus.SKIPPED
                         state.statuses[name] = skipped
                         state.store.update_step_run(state.step_ids[name], status=skipped)
                         state.display.update(name, skipped)
-                    elif all(s in SUCCESSFUL_STATUSES for s in ups) and len(running) < self.config.max_parallelism:
-                        waiting.remove(name)
-                        state.statuses[name] = StepStatus.RUNNING
-                        running[_start(StepLauncher(state, name).launch, name)] = name
+                        for d in downstream[name]:
+                            heapq.heappush(to_check, position[d])
+                    elif all(s in SUCCESSFUL_STATUSES for s in ups):
+                        waiting.discard(name)
+                        heapq.heappush(ready, position[name])
+                while ready and (limit is None or len(running) < limit) and not state.stop_event.is_set():
+                    name = snapshot.order[heapq.heappop(ready)]
+                    state.statuses[name] = StepStatus.RUNNING
+                    running[_StepThread(StepLauncher(state, name).launch, name, finished)] = name
+                if ready and state.stop_event.is_set():  # ready but never started: stopped with the rest
+                    for pos in ready:
+                        name = snapshot.order[pos]
+                        state.statuses[name] = StepStatus.STOPPED
+                        state.store.update_step_run(state.step_ids[name], status=StepStatus.STOPPED)
+                        state.display.update(name, StepStatus.STOPPED)
+                    ready.clear()
                 if not running:
                     continue
-                done, _ = wait(running, timeout=1.0, return_when=FIRST_COMPLETED)
+                try:
+                    done = [finished.get(timeout=1.0)]
+                    while not finished.empty():
+                        done.append(finished.get_nowait())
+                except queue.Empty:
+                    done = []
                 for fut in done:
                     name = running.pop(fut)
                     try:
@@ -162,8 +224,10 @@ class LocalOrchestrator(BaseOrchestrator):
                         state.display.update(name, StepStatus.FAILED, f"internal error: {type(err).__name__}")
                         failures.append(StepFailedError(name, f"internal error: {type(err).__name__}: {err}",
                                                         kind=FailureKind.INTERNAL))
+                    for d in downstream[name]:
+                        heapq.heappush(to_check, position[d])
                 t = time.monotonic()
-                if t - last_beat > self.config.heartbeat_interval:
+                if t - last_beat > self.config_value("heartbeat_interval"):
                     last_beat = t
                     state.store.update_run(state.run_id, heartbeat=now())
                 if t - last_stop_check > 1.0 and not state.stop_event.is_set():
@@ -173,14 +237,14 @@ class LocalOrchestrator(BaseOrchestrator):
         except BaseException:
             self._stop(state, running)
             remote = [f for f, n in running.items() if state.resolved[n].operator is not None]
-            wait(remote, timeout=STOP_GRACE)  # their launchers are cancelling backend jobs
-            wait(running, timeout=IN_PROCESS_GRACE)
+            _wait(remote, timeout=STOP_GRACE)  # their launchers are cancelling backend jobs
+            _wait(running, timeout=IN_PROCESS_GRACE)
             for fut, name in running.items():
                 if not fut.done():  # an in-process step stuck in C code: it dies with this process
                     state.store.update_step_run(state.step_ids[name], status=StepStatus.STOPPED, end_time=now(),
                                                 error="stopped", failure_kind=FailureKind.STOPPED)
                     state.display.update(name, StepStatus.STOPPED)
-            for name in waiting:
+            for name in [*waiting, *(snapshot.order[pos] for pos in ready)]:
                 state.store.update_step_run(state.step_ids[name], status=StepStatus.STOPPED)
             raise
         if state.stop_event.is_set() and not failures:
@@ -188,7 +252,7 @@ class LocalOrchestrator(BaseOrchestrator):
         return failures
 
     @staticmethod
-    def _stop(state: "RunState", running: dict[Future[str], str]) -> None:
+    def _stop(state: "RunState", running: dict[_StepThread, str]) -> None:
         """Launchers see the event and cancel their backend jobs; in-process steps get an exception."""
         from conveyor.execution.interrupt import StepStopped, raise_in_thread
 

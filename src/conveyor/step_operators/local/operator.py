@@ -17,7 +17,7 @@ from conveyor.step_operators.base import BaseStepOperator
 from conveyor.step_operators.info import StatusReport, StepRunInfo, Submission
 from conveyor.step_operators.local.flavor import LocalStepOperatorConfig
 from conveyor.step_operators.local.limits import CPUS, GPUS, MemoryLimit, make_preexec, memory_limit, rlimit_notice
-from conveyor.step_operators.local.spares import SPARES
+from conveyor.step_operators.local.spares import SPARES, ForkedWorker
 from conveyor.utils.private import private_opener
 from conveyor.utils.procs import kill_tree, process_start, same_process
 from conveyor.utils.reaper import SUBREAPER_ENV
@@ -30,7 +30,7 @@ class _Job:
     command: list[str]
     env: dict[str, str]
     log_path: str
-    process: "subprocess.Popen[bytes] | None" = None
+    process: "subprocess.Popen[bytes] | ForkedWorker | None" = None  # started cold, or forked ahead (spares.py)
     cpus: list[int] = field(default_factory=list)
     gpus: list[int] = field(default_factory=list)
     memory: MemoryLimit | None = None
