@@ -86,6 +86,9 @@ def core_rows(data: dict[str, dict[str, Any]], current: str, previous: str | Non
                 "`bench/ndarray_handoff.py`: the pipeline call, make → use(sum)"),
             row(f"{gib} from one step to the next, through `local`", lambda d: d["ndarray"].get("local"), 2.5, None,
                 "`bench/ndarray_handoff.py --operator local`"),
+            row("  the machine's floor: fill, write, map and sum (no Conveyor)", lambda d: d["ndarray"].get("floor"),
+                None, None, "`bench/ndarray_floor.py`, sampled before each pair of hand-offs: what persisting and "
+                "reading back the array costs on this machine at that moment"),
             row("  peak RSS / array size, in process", lambda d: d["ndarray"].get("inproc_rss"), 1.2, None,
                 "the largest peak RSS (VmHWM) of one process in its tree, over the array's bytes", unit="x"),
             row("  peak RSS / array size, through `local`", lambda d: d["ndarray"].get("local_rss"), 1.2, None,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import subprocess
 import statistics
 import tempfile
 from collections import defaultdict
@@ -264,7 +265,17 @@ def measure_ndarray(sides: list[Side], cfg: CoreConfig) -> dict[str, dict[str, l
         peak = max(result["peak_rss_bytes"], tree_peak)
         out[side.label][f"{key}_rss"].append(peak / result["array_bytes"])
 
+    def floor() -> None:
+        """The same work with no Conveyor (bench/ndarray_floor.py), sampled beside the hand-offs: the machine's
+        own cost of touching that much fresh memory moves by seconds from one minute to the next."""
+        proc = subprocess.run([PYTHON, str(HERE / "ndarray_floor.py"), "--gib", f"{cfg.gib:g}"], capture_output=True,
+                              text=True, check=True)
+        seconds = float(json.loads(proc.stdout.strip().splitlines()[-1])["seconds"])
+        for side in sides:
+            out[side.label]["floor"].append(seconds)
+
     for _ in range(cfg.runs):
+        floor()
         for side in sides:
             once(side, None)
             once(side, "local")
