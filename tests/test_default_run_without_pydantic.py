@@ -4,13 +4,11 @@ before, importing pydantic then."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import pytest
+from testkit import run_python
 
 HEADER = textwrap.dedent("""
     import atexit, sys
@@ -52,26 +50,15 @@ WITH_SETTINGS = HEADER + textwrap.dedent("""
 """)
 
 
-def _run(script: str, project: Path, check: bool = True) -> subprocess.CompletedProcess[str]:
-    path = project / "script.py"
-    path.write_text(script)
-    env = {**os.environ, "CONVEYOR_PROJECT_DIR": str(project), "CONVEYOR_QUIET": "1"}
-    proc = subprocess.run([sys.executable, str(path)], capture_output=True, text=True, cwd=project, env=env,
-                          timeout=120, check=False)
-    if check:
-        assert proc.returncode == 0, proc.stderr
-    return proc
-
-
 def test_a_pipeline_on_the_default_stack_imports_no_pydantic(project: Path) -> None:
-    _run(ONE_STEP, project)  # creates the store and the default stack
-    out = _run(ONE_STEP, project).stdout
+    run_python(ONE_STEP, project)  # creates the store and the default stack
+    out = run_python(ONE_STEP, project).stdout
     assert "RUN completed 1" in out, out
     assert "PYDANTIC False" in out, out
 
 
 def test_resources_and_a_local_step_operator_still_run_and_record_as_before(project: Path) -> None:
-    out = _run(WITH_SETTINGS, project).stdout
+    out = run_python(WITH_SETTINGS, project).stdout
     assert "RUN completed 3" in out, out
     assert "PYDANTIC True" in out, out
     from conveyor.config.resources import ResourceSettings
@@ -92,10 +79,10 @@ def test_a_stored_config_edited_by_hand_into_an_invalid_one_is_refused_before_th
         project: Path, type_: str, config: dict[str, object], message: str) -> None:
     from conveyor.context import get_context, reset_contexts
 
-    _run(ONE_STEP, project)
+    run_python(ONE_STEP, project)
     get_context().store.update_component(type_, "default", config)  # no validation: as if edited in the database
     reset_contexts()
-    proc = _run(ONE_STEP, project, check=False)
+    proc = run_python(ONE_STEP, project, check=False)
     assert proc.returncode != 0 and message in proc.stderr, proc.stderr
     assert "RUN" not in proc.stdout, proc.stdout
 

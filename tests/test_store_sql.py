@@ -3,15 +3,13 @@ database files SQLAlchemy did, and a pipeline process on an up-to-date store nev
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import textwrap
 from datetime import datetime
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from testkit import run_python
 
 from conveyor.store import schema, tables
 from conveyor.store.store import MetadataStore
@@ -34,25 +32,15 @@ ONE_STEP = textwrap.dedent("""
 """)
 
 
-def _run_script(script: Path, project: Path) -> str:
-    env = {**os.environ, "CONVEYOR_PROJECT_DIR": str(project), "CONVEYOR_QUIET": "1"}
-    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, cwd=project, env=env,
-                          timeout=120, check=False)
-    assert proc.returncode == 0, proc.stderr
-    return proc.stdout
-
-
 def test_a_pipeline_on_an_up_to_date_sqlite_store_imports_neither_sqlalchemy_nor_alembic(project: Path) -> None:
-    script = project / "one_step.py"
-    script.write_text(ONE_STEP)
-    first = _run_script(script, project)
+    first = run_python(ONE_STEP, project).stdout
     assert "RUNS completed 1" in first, first
     assert "LOADED ['alembic', 'sqlalchemy']" in first, f"a new store is migrated with Alembic: {first}"
     engine = sa.create_engine(f"sqlite:///{project / '.conveyor' / 'conveyor.db'}")
     with engine.connect() as conn:
         assert conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar() == schema.SCHEMA_HEAD
     engine.dispose()
-    second = _run_script(script, project)
+    second = run_python(ONE_STEP, project).stdout
     assert "RUNS completed 2" in second, second
     assert "LOADED []" in second, second
 

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 
@@ -75,3 +79,16 @@ def mounted_tmpfs(target: Any, options: str) -> Any:
         yield target
     finally:
         subprocess.run(["umount", "-l", str(target)], check=False)
+
+
+def run_python(script: str, project: Path, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """`script` as a user runs it: saved as `script.py` in the project and run there by a fresh interpreter with
+    the project's store (quiet); with `check`, a failing script fails the test with its stderr."""
+    path = project / "script.py"
+    path.write_text(script)
+    env = {**os.environ, "CONVEYOR_PROJECT_DIR": str(project), "CONVEYOR_QUIET": "1"}
+    proc = subprocess.run([sys.executable, str(path)], capture_output=True, text=True, cwd=project, env=env,
+                          timeout=120, check=False)
+    if check:
+        assert proc.returncode == 0, proc.stderr
+    return proc

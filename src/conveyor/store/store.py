@@ -55,6 +55,13 @@ def _values(table: str, names: Sequence[str], row: dict[str, Any]) -> list[Any]:
     return [Json(row[n]) if n in json_cols else row[n] for n in names]
 
 
+def _check_columns(table: str, names: Sequence[str]) -> None:
+    """Refuse a column `table` does not have, before it reaches SQL (names go into the statement's text)."""
+    unknown = set(names) - set(COLUMNS[table])
+    if unknown:
+        raise ValueError(f"{table} has no column(s) {', '.join(sorted(unknown))}")
+
+
 def _insert(c: Tx, table: str, rows: Sequence[dict[str, Any]]) -> None:
     """Insert rows (all with the keys of the first) into `table`."""
     if not rows:
@@ -66,9 +73,7 @@ def _insert(c: Tx, table: str, rows: Sequence[dict[str, Any]]) -> None:
         return
     sql = _INSERTS.get((table, names))
     if sql is None:
-        unknown = set(names) - set(COLUMNS[table])
-        if unknown:
-            raise ValueError(f"{table} has no column(s) {', '.join(sorted(unknown))}")
+        _check_columns(table, names)
         sql = _INSERTS[(table, names)] = (f"INSERT INTO {table} ({', '.join(names)}) "
                                           f"VALUES ({placeholders(len(names))})")
     if len(rows) == 1:
@@ -82,9 +87,7 @@ def _update(c: Tx, table: str, fields: dict[str, Any], where: str, params: Seque
     names = tuple(fields)
     sql = _UPDATES.get((table, names, where))
     if sql is None:
-        unknown = set(names) - set(COLUMNS[table])
-        if unknown:
-            raise ValueError(f"{table} has no column(s) {', '.join(sorted(unknown))}")
+        _check_columns(table, names)
         sql = _UPDATES[(table, names, where)] = (f"UPDATE {table} SET {', '.join(f'{n} = ?' for n in names)} "
                                                  f"WHERE {where}")
     return c.execute(sql, [*_values(table, names, fields), *params])
