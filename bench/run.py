@@ -41,6 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling modules,
 
 from common import CURRENT, HERE, PYCACHE, Side
 from compare import revision_tree
+from dashboard import dashboard_rows, measure_dashboard
 from engines import engine_sections
 from report import core_rows, print_report
 from rows_core import (
@@ -66,6 +67,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="length of the chain on the `local` step operator (default 20)")
     parser.add_argument("--fan-width", type=int, default=1000, help=argparse.SUPPRESS)  # for tests
     parser.add_argument("--listed-runs", type=int, default=10_000, help=argparse.SUPPRESS)  # for tests
+    parser.add_argument("--no-dashboard", action="store_true", help="skip the dashboard rows (issue 16)")
     for engine, what in (("slurm", "Slurm"), ("ssh", "OpenSSH"), ("ray", "ray"), ("spark", "pyspark and Java")):
         parser.add_argument(f"--no-{engine}", action="store_true",
                             help=f"skip the {engine.capitalize() if engine != 'ssh' else 'SSH'} section even where "
@@ -115,11 +117,13 @@ def main(argv: list[str] | None = None) -> int:
                 say(f"ZenML measurement failed: {zenml_error}")
         skip = {e for e in ("slurm", "ssh", "ray", "spark") if getattr(args, f"no_{e}")}
         engine_rows, engines_raw = engine_sections(skip, quick, say)
+        dashboard = ({"skipped": "skipped (--no-dashboard)"} if args.no_dashboard
+                     else measure_dashboard(cfg.runs, say, listed=args.listed_runs))
     finally:
         shutil.rmtree(PYCACHE, ignore_errors=True)
     say("done")
 
-    rows = [*core_rows(data, CURRENT.label, previous, cfg, zenml), *engine_rows]
+    rows = [*core_rows(data, CURRENT.label, previous, cfg, zenml), *dashboard_rows(dashboard), *engine_rows]
     load = load_before
     title = (f"Conveyor benchmark — Python {platform.python_version()}, {os.cpu_count()} CPUs, "
              f"load average before {load:.1f}, took {time.perf_counter() - started:.0f} s"
@@ -144,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
             "python": platform.python_version(), "platform": platform.platform(), "cpus": os.cpu_count(),
             "rows": [{**asdict(r), "verdict": r.verdict} for r in rows],
             "raw": {"core": data, "zenml": zenml if zenml else {"skipped": zenml_error or "ZENML_PYTHON not set"},
-                    **engines_raw, "load_average": load, "importtime": sections, "compare": previous},
+                    **engines_raw, "dashboard": dashboard, "load_average": load, "importtime": sections, "compare": previous},
         }
         Path(args.json).write_text(json.dumps(payload, indent=2, default=str) + "\n")
     failed = [r for r in rows if r.note.startswith("failed")]

@@ -21,6 +21,8 @@ PACKAGES=(
     catatonit      # podman's init process (containers run with init=True); tests/fixtures/podman.py
     openjdk-17-jre-headless # Java for spark-submit and the standalone master/worker; tests/fixtures/spark_cluster.py
     bsdutils       # util-linux `script`: runs a pipeline under a pseudo-terminal; tests/test_terminal_logs.py
+    chromium       # the headless browser the dashboard tests drive through Playwright; tests/fixtures/browser.py
+    fonts-dejavu-core # a font for headless Chromium's text (the dashboard screenshots); tests/fixtures/browser.py
 )
 
 is_installed() {

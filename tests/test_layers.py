@@ -39,6 +39,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("flavors", ("conveyor.step_operators", "conveyor.orchestrators", "conveyor.artifact_stores")),
     ("client", ("conveyor.client", "conveyor.pipelines", "conveyor.artifacts.by_name")),
     ("package", ("conveyor",)),
+    ("dashboard", ("conveyor.dashboard",)),  # a front end: reads and acts through the client, as the CLI does
     ("cli", ("conveyor.cli",)),
 ]
 

@@ -266,6 +266,9 @@ def test_a_preempted_job_is_resubmitted_under_the_infrastructure_budget(slurm_op
     store = client.active_stack.artifact_store.artifact_store()
     first = store.read_text(store.join("runs", result["run"].id, "steps", "whole_node", "attempt-1", "slurm-output.log"))
     assert "started" in first and "PREEMPTION" in first, first  # attempt 1 really ran and was preempted
+    preempted, rerun = step_run.attempts  # the record tells a preemption from the step's own failure
+    assert (preempted.status, preempted.failure_kind, rerun.status) == ("failed", "preempted", "completed")
+    assert preempted.backend_job_id != rerun.backend_job_id and preempted.started and preempted.finished
 
 
 def test_the_slurm_time_limit_is_reported_as_a_timeout(slurm_op: str) -> None:
@@ -286,3 +289,36 @@ def test_the_slurm_time_limit_is_reported_as_a_timeout(slurm_op: str) -> None:
     step_run = info.value.run.steps["overstays"]
     assert step_run.failure_kind == "timeout", step_run.error
     assert "time limit" in step_run.error
+
+
+def test_a_held_job_records_its_queue_reason_then_runs(slurm_op: str, slurm_cluster) -> None:
+    from testkit import wait_until
+
+    @pipeline(enable_cache=False)
+    def p():
+        gpu_env.with_options(step_operator=slurm_op,
+                             settings={"step_operator.slurm": {"extra_args": ["--hold"]}})()  # pending: JobHeldUser
+
+    result: dict = {}
+    runner = threading.Thread(target=lambda: result.setdefault("run", p()), daemon=True)
+    runner.start()
+    client = Client()
+
+    def held_attempt():
+        runs = client.list_pipeline_runs()
+        attempts = client.get_pipeline_run(runs[0].id).steps["gpu_env"].attempts if runs else ()
+        return attempts[0] if attempts and "JobHeldUser" in (attempts[0].queue_reason or "") else None
+
+    wait_until(held_attempt, timeout=120, what="the held job's queue reason in its attempt record")
+    waiting = held_attempt()
+    assert waiting.status == "running" and waiting.queued and waiting.started is None
+    assert waiting.queue_reason == "pending in the Slurm queue (JobHeldUser)"
+    slurm_cluster.run("scontrol", "release", waiting.backend_job_id)
+    runner.join(timeout=120)
+    step_run = result["run"].steps["gpu_env"]
+    [attempt] = step_run.attempts
+    assert attempt.status == "completed" and attempt.backend_job_id == step_run.submission["data"]["job_id"]
+    # the latest reason while it waited: JobHeldUser, or what Slurm said between the release and the start
+    assert attempt.queue_reason.startswith("pending in the Slurm queue")
+    assert attempt.submitted <= attempt.queued <= attempt.started <= attempt.finished <= attempt.published
+    assert attempt.queued_for is not None and attempt.host

@@ -9,7 +9,7 @@ from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from functools import cached_property
+from functools import cached_property, lru_cache
 from typing import TYPE_CHECKING, Any, Callable
 
 from conveyor.enums import ExecutionStatus
@@ -82,6 +82,48 @@ class StepConfigView:
 
 
 @dataclass(frozen=True)
+class AttemptView:
+    """One try of a step (store table `step_attempts`): when each phase began, where it ran and what it used.
+
+    Phases: queued from `submitted` (or `queued`) to `started`, running to `finished`, publishing to `published`.
+    An in-process attempt is submitted and started at once and has no backend job id."""
+
+    number: int
+    status: ExecutionStatus | str
+    failure_kind: str | None = None
+    submitted: datetime | None = None  # handed to the step operator (in-process: when it started)
+    queued: datetime | None = None  # first seen waiting in the backend's queue
+    queue_reason: str | None = None  # the backend's own words (Slurm `Reason=`, a pod's pending reason, ...)
+    started: datetime | None = None  # the backend reported it running
+    finished: datetime | None = None  # the backend job ended
+    published: datetime | None = None  # its outputs were recorded
+    backend_job_id: str | None = None  # Slurm job id, pod/job name, cloud job name, Ray submission id, pid, ...
+    host: str | None = None  # the machine/node the step's process ran on (from the remote side)
+    image_digest: str | None = None
+    code_hash: str | None = None
+    requested: dict[str, Any] = field(default_factory=dict)  # the ResourceSettings asked for, as recorded
+    peak_rss_bytes: int | None = None  # what the step's process used (from the remote side)
+    cpu_seconds: float | None = None
+    operator: str | None = None  # step operator name (None: in-process)
+    operator_flavor: str | None = None
+    error: str | None = None
+    traceback: str | None = None
+    logs_uri: str | None = None
+
+    @property
+    def queued_for(self) -> timedelta | None:
+        return _duration(self.submitted, self.started)
+
+    @property
+    def ran_for(self) -> timedelta | None:
+        return _duration(self.started, self.finished)
+
+    @property
+    def publishing_for(self) -> timedelta | None:
+        return _duration(self.finished, self.published)
+
+
+@dataclass(frozen=True)
 class StepRunView:
     id: str
     name: str
@@ -101,6 +143,10 @@ class StepRunView:
     outputs: dict[str, ArtifactView]
     _store: "ArtifactStore" = field(repr=False, compare=False)
     run_metadata: dict[str, Any] = field(default_factory=dict, compare=False)  # what `log_metadata` attached
+    #: every attempt, oldest first (empty for a run recorded before attempts were)
+    attempts: tuple[AttemptView, ...] = ()
+    #: the steps this one waits for (the DAG's edges, from the run's snapshot)
+    upstream: tuple[str, ...] = ()
 
     @property
     def duration(self) -> timedelta | None:
@@ -138,6 +184,25 @@ class PipelineRun:
     @property
     def duration(self) -> timedelta | None:
         return _duration(self.start_time, self.end_time)
+
+
+#: what a secret config value shows as (the CLI's tables show the same)
+SECRET_MASK = "********"
+
+
+@dataclass(frozen=True)
+class ComponentView:
+    type: str
+    name: str
+    flavor: str
+    config: dict[str, Any]  # as stored, secrets masked (a `{{name.key}}` reference is shown as written)
+
+
+@dataclass(frozen=True)
+class StackView:
+    name: str
+    active: bool
+    components: tuple[ComponentView, ...]  # step operators in order: the first is the default
 
 
 @dataclass(frozen=True)
@@ -200,8 +265,43 @@ class Client:
         return self._run_view(row)  # `hydrate` is accepted for ZenML's signature: a run always has its steps
 
     def list_pipeline_runs(self, pipeline_name: str | None = None, status: str | None = None,
-                           size: int | None = 50) -> list[PipelineRun]:
-        return [self._run_view(r, with_steps=False) for r in self.store.list_runs(pipeline_name, status, size)]
+                           size: int | None = 50, *, stack: str | None = None, operator: str | None = None,
+                           offset: int = 0) -> list[PipelineRun]:
+        """Runs newest first, without their steps; `operator`: runs with a step on that step operator; `offset`
+        with `size` reads one page (the dashboard's runs list)."""
+        rows = self.store.list_runs(pipeline_name, status, size, stack=stack, operator=operator, offset=offset)
+        return [self._run_view(r, with_steps=False) for r in rows]
+
+    def step_log(self, step: "StepRunView", attempt: int | None = None) -> str:
+        """The stored output of one attempt of `step` (its latest when None; '' when that attempt wrote none)."""
+        from conveyor.execution.logs import read_log
+
+        if attempt is None or attempt == step.attempt:
+            return step.logs()
+        uri = next((a.logs_uri for a in step.attempts if a.number == attempt), None)
+        return read_log(step._store, uri)
+
+    def list_stacks(self) -> list["StackView"]:
+        """Every stack with its components; secret config values masked, secret references (`{{name.key}}`) kept."""
+        from conveyor.stack.flavor_description import secret_field_names
+
+        active = self.context.active_stack_name
+        views = []
+        for name in self.store.list_stacks():
+            record = self.store.get_stack(name)
+            if record is None:
+                continue
+            components = []
+            for c in record["components"]:
+                config = dict(c["config"] or {})
+                try:
+                    secret = secret_field_names(self.context.registry.get(c["type"], c["flavor"]).config_class)
+                except ConveyorError:
+                    secret = set()
+                components.append(ComponentView(c["type"], c["name"], c["flavor"],
+                                                {k: SECRET_MASK if k in secret else v for k, v in config.items()}))
+            views.append(StackView(name, name == active, tuple(components)))
+        return views
 
     def list_pipelines(self) -> list[PipelineView]:
         """Every pipeline that has been run, by name."""
@@ -301,6 +401,8 @@ class Client:
             artifact_rows = self.store.step_run_artifacts([s["id"] for s in step_rows])
             artifact_metadata = self.store.metadata_of("artifact_id", sorted({a["id"] for a in artifact_rows}))
             step_metadata = self.store.metadata_of("step_run_id", [s["id"] for s in step_rows])
+            attempts = self.store.step_attempts(run_id=row["id"])  # one query for the whole run
+            upstream = _upstream(self.store, row.get("snapshot_id"))
             for a in artifact_rows:
                 view = ArtifactView(a["id"], a.get("artifact_name") or a["name"], a["uri"], a["materializer"],
                                     a["data_type"], a["checksum"], a["size"], store, version=a.get("version"),
@@ -322,7 +424,9 @@ class Client:
                     traceback=s["traceback"], cache_key=s["cache_key"], cached_from=s["cached_from"],
                     submission=s["submission"], logs_uri=s["logs_uri"],
                     inputs=links.get((s["id"], "input"), {}), outputs=links.get((s["id"], "output"), {}), _store=store,
-                    run_metadata=step_metadata.get(s["id"], {}))
+                    run_metadata=step_metadata.get(s["id"], {}),
+                    attempts=tuple(_attempt_view(a) for a in attempts.get(s["id"], ())),
+                    upstream=upstream.get(s["name"], ()))
         return PipelineRun(id=row["id"], name=row["name"], pipeline_name=row["pipeline_name"],
                            status=ExecutionStatus.of(row["status"]),
                            stack_name=row["stack_name"], start_time=row["start_time"], end_time=row["end_time"],
@@ -356,6 +460,29 @@ class Client:
                             producer_step_run_id=row["producer_step_run_id"],
                             producer_step_name=row.get("producer_step_name"), producer_run_id=row.get("producer_run_id"),
                             producer_run_name=row.get("producer_run_name"), created=row["created"])
+
+
+def _attempt_view(row: dict[str, Any]) -> AttemptView:
+    return AttemptView(
+        number=row["number"], status=ExecutionStatus.of(row["status"]), failure_kind=row["failure_kind"],
+        submitted=row["submitted"], queued=row["queued"], queue_reason=row["queue_reason"], started=row["started"],
+        finished=row["finished"], published=row["published"], backend_job_id=row["backend_job_id"], host=row["host"],
+        image_digest=row["image_digest"], code_hash=row["code_hash"], requested=row["requested"] or {},
+        peak_rss_bytes=row["peak_rss_bytes"], cpu_seconds=row["cpu_seconds"], operator=row["operator"],
+        operator_flavor=row["operator_flavor"], error=row["error"], traceback=row["traceback"],
+        logs_uri=row["logs_uri"])
+
+
+def _upstream(store: Any, snapshot_id: str | None) -> dict[str, tuple[str, ...]]:
+    """Step name -> the steps it waits for, from the run's snapshot: read once per run, and once only while the
+    same store is asked again (a snapshot never changes; a live run page asks every few seconds)."""
+    return _snapshot_upstream(store, snapshot_id) if snapshot_id else {}
+
+
+@lru_cache(maxsize=32)
+def _snapshot_upstream(store: Any, snapshot_id: str) -> dict[str, tuple[str, ...]]:
+    spec = store.get_snapshot(snapshot_id)["spec"] or {}
+    return {name: tuple(step.get("upstream") or ()) for name, step in (spec.get("steps") or {}).items()}
 
 
 def finished_run_view(finished: "FinishedRun", client: Client | None = None) -> PipelineRun:

@@ -36,7 +36,9 @@ class StepFailedError(ConveyorError):
     def __str__(self) -> str:
         text = f"step {self.step!r} failed: {self.message}"
         if self.remote_traceback:
-            text += "\n\nTraceback of the step:\n" + self.remote_traceback.rstrip()
+            from conveyor.utils.tracebacks import user_frames_first
+
+            text += "\n\nTraceback of the step:\n" + user_frames_first(self.remote_traceback).rstrip()
         return text
 
 

@@ -51,6 +51,29 @@ def test_a_step_runs_remotely_and_returns_outputs(backend: Backend) -> None:
     assert backend.leftovers(step_run) == []
 
 
+#: the flavors that run the step in a container image: their attempts record which one
+CONTAINER_FLAVORS = frozenset({"docker", "kubernetes", "sagemaker", "vertex", "azureml"})
+
+
+def test_every_attempt_records_its_phases_job_id_host_and_outcome(backend: Backend) -> None:
+    @pipeline(enable_cache=False)
+    def p():
+        on(backend, total)(numbers(5))
+
+    step_run = p().steps["total"]
+    [attempt] = step_run.attempts
+    assert (attempt.number, attempt.status, attempt.failure_kind, attempt.error) == (1, "completed", None, None)
+    phases = [attempt.submitted, attempt.started, attempt.finished, attempt.published]
+    assert None not in phases and phases == sorted(phases), attempt
+    assert attempt.backend_job_id == (step_run.submission.get("backend_id") or step_run.submission["job_name"])
+    assert attempt.host, "the step's own process reports where it ran"
+    assert attempt.peak_rss_bytes and attempt.cpu_seconds is not None
+    assert (attempt.operator, attempt.operator_flavor) == (backend.operator, backend.flavor)
+    assert attempt.code_hash and attempt.logs_uri == step_run.logs_uri
+    if backend.flavor in CONTAINER_FLAVORS:
+        assert attempt.image_digest, "a container flavor records the image the step ran in"
+
+
 def test_the_remote_traceback_reaches_the_user(backend: Backend) -> None:
     @pipeline(enable_cache=False)
     def p():
@@ -212,6 +235,8 @@ def test_a_job_that_can_never_start_fails_clearly(backend: Backend) -> None:
     step_run = info.value.run.steps["sleeps"]
     assert step_run.failure_kind == "pending", step_run.error
     assert time.monotonic() - started < 60
+    [attempt] = step_run.attempts  # the record says why it waited: the backend's own words
+    assert attempt.failure_kind == "pending" and attempt.queued and attempt.queue_reason and not attempt.started
     assert backend.leftovers(step_run) == []
 
 
@@ -280,6 +305,10 @@ def test_resume_after_the_orchestrator_is_killed_reattaches_to_the_running_job(
     gated_run = final.steps["gated"]
     assert counter.read_text().splitlines() == ["started"], "the job was submitted twice"
     assert gated_run.attempt == 1 and gated_run.submission == before.steps["gated"].submission
+    # the re-attached job continues its attempt's record: one attempt, submitted by the first orchestrator
+    [attempt] = gated_run.attempts
+    assert attempt.status == "completed" and attempt.submitted == before.steps["gated"].attempts[0].submitted
+    assert attempt.backend_job_id == before.steps["gated"].attempts[0].backend_job_id and attempt.published
     assert final.steps["times_ten"].outputs["output"].load() == 10
     assert final.steps["numbers"].end_time == before.steps["numbers"].end_time, "a finished step ran again"
     assert backend.leftovers(gated_run) == []

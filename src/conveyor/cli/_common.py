@@ -313,17 +313,3 @@ def fmt_time(ts: datetime | None) -> str:
     if ts is None:
         return "-"
     return ts.replace(tzinfo=timezone.utc).astimezone().strftime("%Y-%m-%d %H:%M:%S")
-
-
-def fmt_duration(d: timedelta | float | None) -> str:
-    if d is None:
-        return "-"
-    seconds = d.total_seconds() if isinstance(d, timedelta) else float(d)
-    if seconds < 60:
-        return f"{seconds:.2f}s"
-    minutes, sec = divmod(int(round(seconds)), 60)
-    if minutes < 60:
-        return f"{minutes}m{sec:02d}s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m{sec:02d}s"
-

@@ -84,6 +84,7 @@ def _register() -> None:
     from conveyor.cli.build import build
     from conveyor.cli.cache import cache
     from conveyor.cli.components import component_groups
+    from conveyor.cli.dashboard import dashboard
     from conveyor.cli.init import init
     from conveyor.cli.integration import integration
     from conveyor.cli.pipeline import pipeline
@@ -102,6 +103,7 @@ def _register() -> None:
     cli.add_command(secret)
     cli.add_command(cache)
     cli.add_command(integration)
+    cli.add_command(dashboard)
 
 
 _register()

@@ -7,13 +7,14 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from conveyor.cli._common import (emit, fail, fmt_duration, fmt_time, get_ctx, note, output_option, say, show, table,
+from conveyor.cli._common import (emit, fail, fmt_time, get_ctx, note, output_option, say, show, table,
                                   utcnow)
 from conveyor.enums import SUCCESSFUL_STATUSES, StepStatus
 from conveyor.execution.liveness import shown_status
+from conveyor.utils.durations import fmt_duration
 
 if TYPE_CHECKING:
-    from conveyor.client import PipelineRun, StepRunView
+    from conveyor.client import AttemptView, PipelineRun, StepRunView
     from conveyor.context import Context
 
 #: `run list --status` choices: stored run statuses (plain values: click matches enum members by name), and
@@ -88,7 +89,20 @@ def step_json(name: str, s: "StepRunView") -> dict[str, Any]:
             "inputs": {k: a.id for k, a in s.inputs.items()},
             "outputs": {k: {"id": a.id, "uri": a.uri, "data_type": a.data_type, "artifact": a.name,
                             "version": a.version, "run_metadata": a.run_metadata} for k, a in s.outputs.items()},
-            "run_metadata": s.run_metadata}
+            "run_metadata": s.run_metadata, "upstream": list(s.upstream),
+            "attempts": [attempt_json(a) for a in s.attempts]}
+
+
+def attempt_json(a: "AttemptView") -> dict[str, Any]:
+    """One attempt for `--output json`: every recorded field, and its phases' durations in seconds."""
+    from conveyor.cli._common import to_jsonable
+
+    return {**to_jsonable(a), "queued_s": _total(a.queued_for), "running_s": _total(a.ran_for),
+            "publishing_s": _total(a.publishing_for)}
+
+
+def _total(d: Any) -> float | None:
+    return None if d is None else d.total_seconds()
 
 
 # -- group -----------------------------------------------------------------------------------------------
@@ -146,14 +160,19 @@ def list_(pipeline: str | None, status: str | None, limit: int, output: str) -> 
 
 @run.command("describe")
 @click.argument("run_ref", metavar="RUN")
+@click.option("--dag", is_flag=True,
+              help="Draw the run's DAG as text instead: steps in layers top-down, each with its status, where it "
+                   "ran and the steps it waits for; a fan-out of more than 20 siblings is one line of counts.")
 @output_option
-def describe(run_ref: str, output: str) -> None:
+def describe(run_ref: str, dag: bool, output: str) -> None:
     """Show run RUN: each step's status, where it ran (step operator or in-process), duration, attempt and
-    error, then the failing steps' tracebacks.
+    error; then every attempt: its backend job id, the host it ran on, its outcome and how long it was queued
+    (with the backend's reason), running and publishing its outputs; then the failing steps' tracebacks.
 
     \b
-    Example:
+    Examples:
       conveyor run describe my_pipeline-20250101-120000-ab12
+      conveyor run describe latest --dag
       conveyor run describe my_pipeline-20250101-120000-ab12 --output json
     """
     ctx = get_ctx()
@@ -162,6 +181,12 @@ def describe(run_ref: str, output: str) -> None:
     if output == "json":
         emit({**run_json(r, status), "run_metadata": r.run_metadata,
               "steps": [step_json(name, s) for name, s in r.steps.items()]}, lambda: None)
+        return
+    if dag:
+        from conveyor.cli.dag_text import DagNode, render_dag
+
+        nodes = [DagNode(name, str(s.status), where(s), s.upstream) for name, s in r.steps.items()]
+        _write(render_dag(nodes, title=f"Run {r.name} ({status})") + "\n")
         return
     say(f"Run {r.name}", style="bold")
     show(f"  id: {r.id}\n  pipeline: {_esc(r.pipeline_name)}\n  status: {styled(status)}\n"
@@ -176,6 +201,7 @@ def describe(run_ref: str, output: str) -> None:
                   _elapsed(s.start_time, s.end_time) if s.status != StepStatus.PENDING else "-",
                   str(s.attempt or "-"), _esc(_first_line(s.error)))
     show(t)
+    _show_attempts(r)
     _show_metadata(r)
     for name, s in r.steps.items():
         if s.status != StepStatus.FAILED:
@@ -187,6 +213,25 @@ def describe(run_ref: str, output: str) -> None:
             say(s.traceback.rstrip())
         if s.logs_uri:
             say(f"Logs: `conveyor run logs {r.name} {name}`")
+
+
+def _phase(d: Any, reason: str | None = None) -> str:
+    return "-" if d is None else fmt_duration(d) + (f" ({reason})" if reason else "")
+
+
+def _show_attempts(r: "PipelineRun") -> None:
+    """Every attempt of every step that ran: where (backend job id, host), its outcome, and its phases."""
+    rows = [(name, a) for name, s in r.steps.items() for a in s.attempts]
+    if not rows:
+        return
+    say("\nAttempts:", style="bold")
+    t = table("attempt", "outcome", "backend job", "host", "queued", "running", "publishing")
+    for name, a in rows:
+        outcome = styled(str(a.status)) + (f" ({_esc(str(a.failure_kind))})" if a.failure_kind else "")
+        job = a.backend_job_id or ("in-process" if a.operator is None else "-")
+        t.add_row(f"{_esc(name)} #{a.number}", outcome, _esc(job), _esc(a.host or "-"),
+                  _esc(_phase(a.queued_for, a.queue_reason)), _phase(a.ran_for), _phase(a.publishing_for))
+    show(t)
 
 
 def _show_metadata(r: "PipelineRun") -> None:
@@ -353,3 +398,30 @@ def delete(run_ref: str, with_artifacts: bool, yes: bool) -> None:
             note(f"Kept artifact {kept.id[:8]} ({kept.uri}): run(s) {', '.join(kept.used_by)} still use it.")
         for failed in done.files_not_removed:
             note(f"Could not remove {failed}")
+
+
+# -- report ----------------------------------------------------------------------------------------------
+@run.command("report")
+@click.argument("run_ref", metavar="RUN")
+@click.option("-o", "--output-file", "output_file", type=click.Path(dir_okay=False, writable=True), required=True,
+              help="The HTML file to write (e.g. run.html).")
+def report(run_ref: str, output_file: str) -> None:
+    """Write run RUN's page as one self-contained HTML file: its DAG, timeline, totals and every step's log,
+    with nothing loaded from a server or the network (for CI artifacts, or to share). Needs Jinja2
+    (`pip install 'conveyor[dashboard]'`).
+
+    \b
+    Example:
+      conveyor run report my_pipeline-20250101-120000-ab12 -o run.html
+    """
+    import importlib.util
+    from pathlib import Path
+
+    from conveyor.client import Client
+
+    if importlib.util.find_spec("jinja2") is None:
+        fail("`conveyor run report` needs Jinja2: pip install 'conveyor[dashboard]'")
+    from conveyor.dashboard.report import write_report
+
+    size = write_report(Client(get_ctx()), run_ref, Path(output_file))
+    say(f"Wrote {output_file} ({size / 1024:.0f} KiB).")

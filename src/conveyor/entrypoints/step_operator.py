@@ -70,9 +70,20 @@ def _secret_values() -> frozenset[str]:
 
 
 def _peak_memory() -> int:
+    """Peak resident memory of the step's process or of the largest child it waited for, in bytes (Linux
+    reports `ru_maxrss` in KiB)."""
     import resource
 
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return max(own.ru_maxrss, children.ru_maxrss) * 1024
+
+
+def _cpu_seconds() -> float:
+    """User + system CPU seconds of this process and of the children it waited for, so far."""
+    import resource
+
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 def _error(err: BaseException, kind: FailureKind, message: str | None = None) -> "StepError":
@@ -91,7 +102,7 @@ def run_job(job_uri: str) -> int:
     from conveyor.artifacts.store import ArtifactStore
     from conveyor.execution.jobspec import JobSpec
 
-    started = time.time()
+    started, cpu_before = time.time(), _cpu_seconds()  # a warm process used some CPU before its job arrived
     import json
 
     options = json.loads(os.environ.get("CONVEYOR_STORAGE_OPTIONS") or "{}")
@@ -112,7 +123,7 @@ def run_job(job_uri: str) -> int:
         sys.stdout = _Redacting(sys.stdout, secrets)  # type: ignore[assignment]
         sys.stderr = _Redacting(sys.stderr, secrets)  # type: ignore[assignment]
 
-    result = _run_step(spec, store, secrets, started)
+    result = _run_step(spec, store, secrets, started, cpu_before)
     for stream in (sys.stdout, sys.stderr):
         if isinstance(stream, _Redacting):
             stream.finish()
@@ -122,8 +133,12 @@ def run_job(job_uri: str) -> int:
     return 0 if result.status == StepStatus.COMPLETED else 1
 
 
-def _run_step(spec: "JobSpec", store: "ArtifactStore", secrets: frozenset[str], started: float) -> "StepResult":
-    """Run the step the job spec describes; what it returned or why it failed, for result.json."""
+def _run_step(spec: "JobSpec", store: "ArtifactStore", secrets: frozenset[str], started: float,
+              cpu_before: float = 0.0) -> "StepResult":
+    """Run the step the job spec describes; what it returned or why it failed, for result.json, with where it
+    ran and what it used (the attempt's record: host, peak RSS, CPU seconds)."""
+    import socket
+
     from dataclasses import replace
 
     from conveyor.execution.jobspec import ArtifactRef, StepResult
@@ -169,7 +184,8 @@ def _run_step(spec: "JobSpec", store: "ArtifactStore", secrets: frozenset[str], 
                       # what the step logged and saved: the launcher records it
                       recorded=context.record.to_json() if context is not None and context.record else None,
                       timings={"start": started, "end": end, "duration": end - started},
-                      peak_memory_bytes=_peak_memory())
+                      peak_memory_bytes=_peak_memory(), host=socket.gethostname(),
+                      cpu_seconds=round(max(0.0, _cpu_seconds() - cpu_before), 6))
 
 
 def _quietly(write: Any) -> bool:

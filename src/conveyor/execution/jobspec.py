@@ -285,6 +285,10 @@ class StepResult:
     recorded: dict[str, Any] | None = None
     timings: dict[str, float] | None = None
     peak_memory_bytes: int | None = None
+    #: where the step's process ran (socket.gethostname() there) and the CPU it used (user + system seconds of
+    #: the process and its children, while the step ran): the attempt's record (store table step_attempts)
+    host: str | None = None
+    cpu_seconds: float | None = None
     version: int = RESULT_VERSION
 
     def to_json(self) -> dict[str, Any]:
@@ -299,7 +303,7 @@ class StepResult:
             out["outputs"] = {name: ref.as_output() for name, ref in self.outputs.items()}
         if self.error is not None:
             out["error"] = self.error.to_json()
-        for key in ("recorded", "timings", "peak_memory_bytes"):
+        for key in ("recorded", "timings", "peak_memory_bytes", "host", "cpu_seconds"):
             if getattr(self, key) is not None:
                 out[key] = getattr(self, key)
         return out
@@ -318,7 +322,7 @@ class StepResult:
                    or result["status"] == StepStatus.FAILED else None,
                    step_name=result.get("step_name"), attempt=result.get("attempt"), recorded=result.get("recorded"),
                    timings=result.get("timings"), peak_memory_bytes=result.get("peak_memory_bytes"),
-                   version=result["version"])
+                   host=result.get("host"), cpu_seconds=result.get("cpu_seconds"), version=result["version"])
 
     @classmethod
     def parse(cls, text: str | bytes, where: str) -> "StepResult":

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 from conveyor.artifacts.layout import AttemptLayout
 from conveyor.enums import FailureKind, StepStatus
 from conveyor.exceptions import MEMORY_ADVICE, ResourceUnavailableError, StepFailedError
+from conveyor.execution.attempt_record import AttemptRecord, this_host
 from conveyor.execution.jobspec import ArtifactRef, JobSpec, JobSpecError, OutputSlot, StepResult, sys_exit_message
 from conveyor.secrets.runtime import mark_for_redaction, redact
 from conveyor.store.store import new_id, now
@@ -193,6 +194,7 @@ class StepLauncher:
         self.step_run_id = state.step_ids[name]
         self.resolved = state.resolved[name]
         self._recorded: "StepRecord | None" = None
+        self._attempt = AttemptRecord.new(0)  # the attempt under way (store table step_attempts)
 
     # -- entry ------------------------------------------------------------------------------------
     def launch(self) -> str:
@@ -230,15 +232,21 @@ class StepLauncher:
             layout = AttemptLayout(self.s.artifacts.root, self.s.run_id, self.name, attempt)
             # an in-process step's log is where the attempt is: recorded in the same write
             log_field = {"logs_uri": layout.logs} if operator is None else {}
-            self.s.store.update_step_run(self.step_run_id, status=StepStatus.RUNNING, attempt=attempt,
-                                         start_time=started, cache_key=key, error=None, failure_kind=None, traceback=None,
-                                         **log_field)
-            self.s.display.update(self.name, StepStatus.RUNNING, f"attempt {attempt}" if attempt > 1 else "")
+            self._start_attempt(attempt, operator, layout, receipt is not None, status=StepStatus.RUNNING,
+                                attempt=attempt, start_time=started, cache_key=key, error=None, failure_kind=None,
+                                traceback=None, **log_field)
+            self.s.display.update(self.name, StepStatus.RUNNING, attempt=attempt,  # "attempt n/N" in the live view
+                                  attempts=self.s.previous_attempts.get(self.name, 0) + retry["max_retries"] + 1
+                                  + infra_retries)
             outputs = {o: OutputSlot(layout.output(o), t) for o, t in self.spec["outputs"].items()}
             self._recorded = None  # what this attempt logs and saves (log_metadata, save_artifact)
             try:
                 if operator is None:
-                    produced = self._run_in_process(inputs, outputs, layout)
+                    cpu_before = time.thread_time()
+                    try:
+                        produced = self._run_in_process(inputs, outputs, layout)
+                    finally:  # the step's own thread: its CPU time is the step's (its peak RSS is the process's)
+                        self._attempt.set(finished=now(), cpu_seconds=round(time.thread_time() - cpu_before, 6))
                 else:
                     produced = self._run_with_operator(operator, layout, inputs, outputs, receipt)
             except _Failure as failure:
@@ -248,18 +256,26 @@ class StepLauncher:
                     raise StepFailedError(self.name, failure.message, failure.traceback, FailureKind.STOPPED) from None
                 if failure.kind == FailureKind.INFRASTRUCTURE and receipt is not None:
                     # the job we were to re-attach to is gone (or died with its orchestrator): submit it anew
-                    self.s.display.update(self.name, StepStatus.RUNNING, f"re-submitting: {failure.message}")
+                    self._end_retried_attempt(failure)
+                    self.s.display.update(self.name, StepStatus.RUNNING, f"re-submitting: {failure.message}",
+                                          traceback=failure.traceback)
                     continue
                 if failure.kind == FailureKind.INFRASTRUCTURE and infra_retries < infra_budget:
                     infra_retries += 1
-                    self.s.display.update(self.name, StepStatus.RUNNING,
-                                          f"infrastructure failure, re-submitting: {failure.message}")
+                    self._end_retried_attempt(failure)
+                    what = ("preempted, retrying" if failure.message.startswith("job preempted")
+                            else "infrastructure failure, re-submitting")
+                    self.s.display.update(self.name, StepStatus.RUNNING, f"{what}: {failure.message}",
+                                          traceback=failure.traceback)
                     continue
                 if failure.kind in USER_RETRYABLE and user_retries < retry["max_retries"]:
                     user_retries += 1
+                    self._end_retried_attempt(failure)
                     delay = retry["delay"] * retry["backoff"] ** (user_retries - 1)
+                    why = failure.message.splitlines()[0] if failure.message else failure.kind
                     self.s.display.update(self.name, StepStatus.RUNNING,
-                                          f"failed, retry {user_retries}/{retry['max_retries']} in {delay:g}s")
+                                          f"failed ({why}), retry {user_retries}/{retry['max_retries']} in {delay:g}s",
+                                          traceback=failure.traceback)
                     if self.s.stop_event.wait(delay):
                         self._finish_failed(StepStatus.STOPPED, _Failure("run stopped while waiting to retry",
                                                                          FailureKind.STOPPED), input_ids)
@@ -267,8 +283,62 @@ class StepLauncher:
                     continue
                 self._finish_failed(StepStatus.FAILED, failure, input_ids)
                 raise StepFailedError(self.name, failure.message, failure.traceback, failure.kind) from None
+            except BaseException as err:  # a bug of ours, or the process ending: the attempt's row says so
+                self._end_attempt_quietly(err)
+                raise
             self._finish_completed(produced, input_ids, outputs)
             return StepStatus.COMPLETED
+
+    # -- the attempt's record (store table step_attempts; execution/attempt_record.py) ---------------------------
+    def _start_attempt(self, number: int, operator: "BaseStepOperator | None", layout: AttemptLayout,
+                       reattached: bool, **step_fields: Any) -> None:
+        """Record the attempt in the write that marks the step running; re-attached to a job an earlier
+        orchestrator submitted, continue that attempt's row."""
+        earlier = self.s.store.find_attempt(self.step_run_id, number) if reattached else None
+        if earlier is not None:
+            self._attempt = AttemptRecord.from_row(earlier)
+            self._attempt.set(status=StepStatus.RUNNING)
+            self.s.store.update_step_run(self.step_run_id, with_attempt=(self._attempt.id, self._attempt.pending()),
+                                         **step_fields)
+            self._attempt.written()
+            return
+        ts = now()
+        in_process = {"submitted": ts, "started": ts, "host": this_host()} if operator is None else {}
+        self._attempt = AttemptRecord.new(
+            number, operator=self.resolved.operator, operator_flavor=self.resolved.flavor, logs_uri=layout.logs,
+            requested=dict(self.resolved.config.get("resource_settings") or {}), code_hash=self.spec.get("code_hash"),
+            **in_process)
+        self.s.store.start_attempt(self.step_run_id, self._attempt.row(), **step_fields)
+        self._attempt.written()
+
+    def _write_attempt(self) -> None:
+        fields = self._attempt.pending()
+        if fields:
+            self.s.store.update_attempt(self._attempt.id, **fields)
+            self._attempt.written()
+
+    def _failure_outcome(self, status: str, failure: _Failure) -> dict[str, Any]:
+        return self._attempt.outcome(status, failure.kind, redact(failure.message),
+                                     redact(failure.traceback) if failure.traceback else failure.traceback)
+
+    def _end_retried_attempt(self, failure: _Failure) -> None:
+        """A failed attempt that another follows: its outcome is written now (the step run is not finished)."""
+        fields = self._failure_outcome(StepStatus.FAILED, failure)
+        self.s.store.update_attempt(self._attempt.id, **fields)
+        self._attempt.written(fields)
+
+    def _end_attempt_quietly(self, err: BaseException) -> None:
+        """Best effort on the way out of an unexpected error: the error itself is what the caller must see."""
+        if not self._attempt.open or not self._attempt.number:
+            return
+        kind = FailureKind.STOPPED if isinstance(err, KeyboardInterrupt) else FailureKind.INTERNAL
+        status = StepStatus.STOPPED if kind == FailureKind.STOPPED else StepStatus.FAILED
+        try:
+            fields = self._failure_outcome(status, _Failure(f"{type(err).__name__}: {err}", kind))
+            self.s.store.update_attempt(self._attempt.id, **fields)
+            self._attempt.written(fields)
+        except Exception:  # noqa: BLE001, S110 - the store may be what failed
+            pass
 
     # -- bookkeeping ------------------------------------------------------------------------------
     def _finish_completed(self, produced: dict[str, ArtifactRef], input_ids: dict[str, str],
@@ -282,8 +352,11 @@ class StepLauncher:
 
         try:
             saved, metadata = self._recorded_rows(rows)
+            ended = self._attempt.outcome(StepStatus.COMPLETED)  # published with the outputs, in the same write
             self.s.store.finish_step(self.step_run_id, status=StepStatus.COMPLETED, inputs=input_ids, outputs=rows,
-                                     new_artifacts=list(rows.values()) + saved, metadata=metadata, end_time=now())
+                                     new_artifacts=list(rows.values()) + saved, metadata=metadata, end_time=now(),
+                                     with_attempt=(self._attempt.id, ended))
+            self._attempt.written(ended)
         except (ArtifactVersionTakenError, MetadataTargetError) as err:  # what the step recorded cannot be
             self._recorded = None
             self._finish_failed(StepStatus.FAILED, _Failure(str(err), FailureKind.USER), input_ids)
@@ -296,11 +369,16 @@ class StepLauncher:
         failure.message = redact(failure.message)
         failure.traceback = redact(failure.traceback) if failure.traceback else failure.traceback
         saved, metadata = self._recorded_rows_of_failed_step()
+        # the attempt's outcome, unless it ended already (a retried attempt, then the run stopped during the delay)
+        ended = self._failure_outcome(status, failure) if self._attempt.open else {}
         self.s.store.finish_step(self.step_run_id, status=status, inputs=input_ids, outputs={}, end_time=now(),
                                  error=failure.message, failure_kind=failure.kind, traceback=failure.traceback,
-                                 new_artifacts=saved, metadata=metadata)
+                                 new_artifacts=saved, metadata=metadata,
+                                 with_attempt=(self._attempt.id, ended) if self._attempt.number else None)
+        self._attempt.written(ended)
         self._index(saved)
-        self.s.display.update(self.name, status, failure.message.splitlines()[0] if failure.message else "")
+        self.s.display.update(self.name, status, failure.message.splitlines()[0] if failure.message else "",
+                              traceback=failure.traceback)  # the run's error prints it once: not its echo too
 
     def _open_log(self, log_uri: str | None, writer: "LogWriter | None" = None) -> "StepLog":
         """The attempt's stored log (execution/logs.py; nothing stored if `log_uri` is None), redacted as a
@@ -467,6 +545,8 @@ class StepLauncher:
             from conveyor.artifacts.code_archive import upload
 
             spec = replace(spec, source={**spec.source, "code_archive": upload(self.s.artifacts, spec.source["code_root"])})
+            # the archive is named by its content hash: exactly the code the attempt ran
+            self._attempt.set(code_hash=spec.source["code_archive"].rsplit("/", 1)[-1].removesuffix(".zip"))
         self.s.artifacts.write_text(info.job_uri, json.dumps(spec.to_json()))
         command, environment = entrypoint_request(info, self.s.stack.artifact_store, operator.entrypoint_config_class)
         environment.update(step_environment(self.spec["settings"]))
@@ -485,12 +565,17 @@ class StepLauncher:
         self.s.store.update_step_run(self.step_run_id, logs_uri=log_uri,
                                      submission={"flavor": operator.flavor, "job_name": info.job_name,
                                                  "data": {"state": "submitting"}})
+        self._attempt.set(submitted=now())
         try:
             submission: Submission = operator.submit(info, command, environment)
         except Exception as err:  # noqa: BLE001 - a backend refusing the job
             raise _Failure(f"submission to step operator {operator.name!r} failed: {type(err).__name__}: {err}",
                            FailureKind.SUBMIT) from None
-        self.s.store.update_step_run(self.step_run_id, submission=submission.to_json())
+        self._attempt.set(backend_job_id=submission.backend_id or submission.job_name,
+                          **self._details(operator, submission))
+        self.s.store.update_step_run(self.step_run_id, submission=submission.to_json(),
+                                     with_attempt=(self._attempt.id, self._attempt.pending()))
+        self._attempt.written()
         try:
             report, reason = self._wait(operator, submission, info, log_uri)
         finally:
@@ -525,6 +610,8 @@ class StepLauncher:
         try:
             while True:
                 report = operator.get_status(submission)
+                if self._attempt.saw(report):  # queued, a new queue reason, running: shown while the job goes on
+                    self._write_attempt()
                 if report.terminal:
                     break
                 if report.state != shown:
@@ -543,6 +630,7 @@ class StepLauncher:
                     operator.cancel(submission)
                     after = operator.get_status(submission)
                     report = StatusReport(after.state, report.message or after.message, after.exit_code, after.kind)
+                    self._attempt.saw(report)
                     break
                 # the backend may tell us the moment the job ends; if it cannot wait, sleep (a stop wakes us)
                 if operator.wait_for_change(submission, min(delay, 0.2)) is False and self.s.stop_event.wait(delay):
@@ -558,6 +646,16 @@ class StepLauncher:
                 log.close()
             operator.cleanup(submission)
         return report, reason
+
+    def _details(self, operator: "BaseStepOperator", submission: "Submission") -> dict[str, Any]:
+        """The flavor's `attempt_details` (image digest, node), only the fields an attempt has; a flavor failing
+        to say must not fail the step."""
+        try:
+            details = operator.attempt_details(submission) or {}
+        except Exception as err:  # noqa: BLE001 - a custom flavor's bug
+            self.s.display.log(self.name, f"(attempt details not recorded: {type(err).__name__}: {err})")
+            return {}
+        return {k: v for k, v in details.items() if k in ("image_digest", "host", "backend_job_id") and v is not None}
 
     def _pump_logs(self, operator: "BaseStepOperator", submission: "Submission", log: "StepLog") -> None:
         """Chunks go to the log as they come, not cut into lines: a chunk may end mid-line (or mid-value)."""
@@ -575,6 +673,7 @@ class StepLauncher:
         result = None if reason is not None else self._read_result(layout.result)
         if isinstance(result, StepResult):
             self._keep_recorded(result)
+            self._attempt.took_result(result)  # host, peak RSS, CPU seconds: from the step's own process
         outcome = classify(report, result, reason, timeout=self.spec["timeout"],
                            pending_timeout=operator.config.pending_timeout, store_root=self.s.artifacts.root,
                            result_uri=layout.result)

@@ -164,6 +164,15 @@ class BaseStepOperator(StackComponent):
     def cleanup(self, submission: Submission) -> None:
         self._launches.pop(submission.job_name, None)
 
+    def attempt_details(self, submission: Submission) -> dict[str, Any]:
+        """What the backend says about the attempt beyond its status reports, for the attempt's record (store
+        table step_attempts): `image_digest` (container flavors), `host` (the node, where the step's own process
+        cannot say). Called right after `submit`, without asking the backend again; {} when there is nothing.
+
+        The backend job id needs no hook: it is `Submission.backend_id`; the queue reason neither: it is the
+        message of a queued `StatusReport`."""
+        return {}
+
     # -- simple contract --------------------------------------------------------------------------
     def launch(self, info: StepRunInfo, entrypoint_command: list[str], environment: dict[str, str]) -> None:
         """Run the step synchronously. Full-contract flavors get this for free: submit, then wait."""

@@ -21,7 +21,7 @@ from conveyor.step_operators.base import BaseStepOperator
 if TYPE_CHECKING:
     from conveyor.images.build import ImagePlan, StepContainer
     from conveyor.images.settings import DockerSettings
-    from conveyor.step_operators.info import StepRunInfo
+    from conveyor.step_operators.info import StepRunInfo, Submission
 
 __all__ = ["PLAIN_ENV", "STORE_PACKAGES", "ContainerStepOperator", "split_environment", "store_requirements"]
 
@@ -174,7 +174,18 @@ class ContainerStepOperator(BaseStepOperator):
         """The image at submission: the one `prepare_step` built (the same content hash, baked code included)."""
         docker = self.docker_settings(info)
         code_root = self.job_code_root(info) if docker is not None and docker.bake_code else None
-        return self.step_image(info, code_root=code_root)
+        image = self.step_image(info, code_root=code_root)
+        self.__dict__.setdefault("_submitted_images", {})[info.job_name] = image  # for attempt_details
+        return image
+
+    def attempt_details(self, submission: Submission) -> dict[str, Any]:
+        """The image the step ran in: its digest or image id where the backend gave one (`image_digest` in the
+        receipt), else the reference submitted (built images are tagged by their content hash)."""
+        image = (submission.data.get("image_digest") or self.__dict__.get("_submitted_images", {}).pop(
+            submission.job_name, None) or submission.data.get("image"))
+        if isinstance(image, str) and "@" in image:
+            image = image.rsplit("@", 1)[1]  # repository@sha256:...: the digest
+        return {"image_digest": image} if image else {}
 
     # -- what runs in it --------------------------------------------------------------------------
     def step_container(self, info: StepRunInfo, entrypoint_command: list[str],

@@ -8,6 +8,7 @@ from sqlalchemy import (
     Boolean,
     Column,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -180,3 +181,34 @@ run_metadata = Table(
 Index("ix_run_metadata_run", run_metadata.c.run_id)
 Index("ix_run_metadata_step_run", run_metadata.c.step_run_id)
 Index("ix_run_metadata_artifact", run_metadata.c.artifact_id)
+
+#: one row per attempt of a step run (conveyor.execution.attempt_record): when each phase began, where it ran
+#: (backend job id, host, image digest, code hash) and what it asked for and used
+step_attempts = Table(
+    "step_attempts", metadata,
+    Column("id", ID(), primary_key=True),
+    Column("step_run_id", ID(), ForeignKey("step_runs.id", ondelete="CASCADE"), nullable=False),
+    Column("number", Integer, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("failure_kind", String(32)),
+    Column("submitted", DateTime),
+    Column("queued", DateTime),
+    Column("queue_reason", Text),
+    Column("started", DateTime),
+    Column("finished", DateTime),
+    Column("published", DateTime),
+    Column("backend_job_id", String(256)),
+    Column("host", String(256)),
+    Column("image_digest", String(256)),
+    Column("code_hash", String(128)),
+    Column("requested", JSON),
+    Column("peak_rss_bytes", BigInteger),
+    Column("cpu_seconds", Float),
+    Column("operator", String(128)),
+    Column("operator_flavor", String(128)),
+    Column("error", Text),
+    Column("traceback", Text),
+    Column("logs_uri", String(1024)),
+    UniqueConstraint("step_run_id", "number", name="uq_step_attempts_step_number"),
+)
+Index("ix_step_attempts_step_run", step_attempts.c.step_run_id)

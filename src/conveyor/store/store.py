@@ -19,7 +19,7 @@ from conveyor.store.head import SCHEMA_HEAD
 from conveyor.store.sql import Database, Json, Tx, placeholders
 from conveyor.store.tables import COLUMNS, JSON_COLUMNS, cols
 
-__all__ = ["ArtifactVersionTakenError", "MetadataStore", "StoreError", "new_id", "now"]
+__all__ = ["ArtifactVersionTakenError", "AttemptUpdate", "MetadataStore", "StoreError", "new_id", "now"]
 
 #: how often recording a step's named artifacts is tried when concurrent runs take the same version number
 _VERSION_RETRIES = 8
@@ -28,9 +28,12 @@ _RUN_COLS = cols("runs")
 _STEP_COLS = cols("step_runs")
 _ARTIFACT_COLS = cols("artifacts")
 _COMPONENT_COLS = cols("components")
+_ATTEMPT_COLS = cols("step_attempts")
 #: the statements of `_insert` and `_update`, by table and columns: built once each
 _INSERTS: dict[tuple[str, tuple[str, ...]], str] = {}
 _UPDATES: dict[tuple[str, tuple[str, ...], str], str] = {}
+#: (attempt id, the attempt's fields): an attempt's row written in the step run's transaction
+AttemptUpdate = tuple[str, dict[str, Any]]
 
 
 def now() -> datetime:
@@ -407,11 +410,62 @@ class MetadataStore:
                                             "heartbeat": ts, "stop_requested": False, "end_time": None,
                                             "error": None}, " AND ".join(where), params))
 
-    def update_step_run(self, step_run_id: str, **fields: Any) -> None:
-        if not fields:
+    def update_step_run(self, step_run_id: str, /, *, with_attempt: AttemptUpdate | None = None,
+                        **fields: Any) -> None:
+        """`with_attempt` = (attempt id, its fields): the attempt's row changes in the same transaction."""
+        if not fields and not with_attempt:
             return
         with self.write() as c:
-            _update(c, "step_runs", fields, "id = ?", (step_run_id,))
+            if fields:
+                _update(c, "step_runs", fields, "id = ?", (step_run_id,))
+            if with_attempt and with_attempt[1]:
+                _update(c, "step_attempts", with_attempt[1], "id = ?", (with_attempt[0],))
+
+    # -- attempts (one row per try of a step run; conveyor.execution.attempt_record) -------------------
+    def start_attempt(self, step_run_id: str, attempt_row: dict[str, Any], /, **step_fields: Any) -> None:
+        """Add the step run's attempt `attempt_row` (with its "id" and "number") and update the step run, in one
+        transaction: starting an attempt costs the step no more writes than before. Earlier attempts still open
+        (their orchestrator died with them, and the run was resumed) are closed as failed."""
+        with self.write() as c:
+            if step_fields:
+                _update(c, "step_runs", step_fields, "id = ?", (step_run_id,))
+            if attempt_row["number"] > 1:
+                c.execute("UPDATE step_attempts SET status = ?, failure_kind = ?, error = ? WHERE step_run_id = ? "
+                          "AND number < ? AND status IN ('pending', 'running')",
+                          ("failed", "infrastructure", "the orchestrator ended during this attempt", step_run_id,
+                           attempt_row["number"]))
+            _insert(c, "step_attempts", [{**attempt_row, "step_run_id": step_run_id}])
+
+    def update_attempt(self, attempt_id: str, **fields: Any) -> None:
+        if fields:
+            with self.write() as c:
+                _update(c, "step_attempts", fields, "id = ?", (attempt_id,))
+
+    def find_attempt(self, step_run_id: str, number: int) -> dict[str, Any] | None:
+        """One attempt (a resumed run re-attaching to its job continues that attempt's row)."""
+        with self.read() as c:
+            return c.one(f"SELECT {_ATTEMPT_COLS} FROM step_attempts WHERE step_run_id = ? AND number = ?",
+                         (step_run_id, number))
+
+    def step_attempts(self, step_run_ids: Sequence[str] = (), *,
+                      run_id: str | None = None) -> dict[str, list[dict[str, Any]]]:
+        """step run id -> its attempts, oldest first: of the step runs named, or of every step of `run_id` (one
+        query however many steps the run has)."""
+        if run_id is not None:
+            q = (f"SELECT {_ATTEMPT_COLS} FROM step_attempts JOIN step_runs ON step_runs.id = step_attempts.step_run_id "
+                 "WHERE step_runs.run_id = ? ORDER BY step_attempts.step_run_id, step_attempts.number")
+            params: list[Any] = [run_id]
+        elif step_run_ids:
+            params = list(step_run_ids)
+            q = (f"SELECT {_ATTEMPT_COLS} FROM step_attempts WHERE step_attempts.step_run_id IN "
+                 f"({placeholders(len(params))}) ORDER BY step_attempts.step_run_id, step_attempts.number")
+        else:
+            return {}
+        found: dict[str, list[dict[str, Any]]] = {}
+        with self.read() as c:
+            for row in c.all(q, params):
+                found.setdefault(row["step_run_id"], []).append(row)
+        return found
 
     def stop_requested(self, run_id: str) -> bool:
         with self.read() as c:
@@ -430,7 +484,9 @@ class MetadataStore:
                 row = rows[0] if len(rows) == 1 else None
             return row
 
-    def list_runs(self, pipeline: str | None = None, status: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
+    def list_runs(self, pipeline: str | None = None, status: str | None = None, limit: int | None = None, *,
+                  stack: str | None = None, operator: str | None = None, offset: int = 0) -> list[dict[str, Any]]:
+        """Runs newest first; `operator`: runs with a step on that step operator; `offset` pages (the dashboard)."""
         where, params = [], []
         if pipeline:
             where.append("pipelines.name = ?")
@@ -438,12 +494,21 @@ class MetadataStore:
         if status:
             where.append("runs.status = ?")
             params.append(status)
+        if stack:
+            where.append("runs.stack_name = ?")
+            params.append(stack)
+        if operator:
+            where.append("EXISTS (SELECT 1 FROM step_runs WHERE step_runs.run_id = runs.id AND step_runs.operator = ?)")
+            params.append(operator)
         q = (f"SELECT {_RUN_COLS}, pipelines.name AS pipeline_name FROM runs "
              "JOIN pipelines ON pipelines.id = runs.pipeline_id "
              + (f"WHERE {' AND '.join(where)} " if where else "") + "ORDER BY runs.created DESC")
         if limit:
             q += " LIMIT ?"
             params.append(int(limit))
+            if offset:
+                q += " OFFSET ?"
+                params.append(int(offset))
         with self.read() as c:
             return c.all(q, params)
 
@@ -502,20 +567,23 @@ class MetadataStore:
 
     def finish_step(self, step_run_id: str, *, status: str, inputs: dict[str, str], outputs: dict[str, dict[str, Any]],
                     new_artifacts: Sequence[dict[str, Any]] = (), metadata: Sequence[dict[str, Any]] = (),
-                    **fields: Any) -> None:
-        """Artifacts (named ones get their version here), links, metadata and the final status land together or
-        not at all; two runs numbering the same name at once: the loser's insert fails and it counts again."""
+                    with_attempt: AttemptUpdate | None = None, **fields: Any) -> None:
+        """Artifacts (named ones get their version here), links, metadata, the final status and the last attempt's
+        outcome (`with_attempt`) land together or not at all; two runs numbering the same name at once: the
+        loser's insert fails and it counts again."""
         for attempt in range(_VERSION_RETRIES):
             try:
                 return self._finish_step(step_run_id, status=status, inputs=inputs, outputs=outputs,
-                                         new_artifacts=new_artifacts, metadata=metadata, **fields)
+                                         new_artifacts=new_artifacts, metadata=metadata, with_attempt=with_attempt,
+                                         **fields)
             except IntegrityError:
                 if attempt == _VERSION_RETRIES - 1 or not any(a.get("name") for a in new_artifacts):
                     raise
 
     def _finish_step(self, step_run_id: str, *, status: str, inputs: dict[str, str],
                      outputs: dict[str, dict[str, Any]], new_artifacts: Sequence[dict[str, Any]],
-                     metadata: Sequence[dict[str, Any]], **fields: Any) -> None:
+                     metadata: Sequence[dict[str, Any]], with_attempt: AttemptUpdate | None = None,
+                     **fields: Any) -> None:
         with self.write() as c:
             if new_artifacts:
                 numbered = self._number_versions(c, new_artifacts)
@@ -526,6 +594,8 @@ class MetadataStore:
             links += [{"step_run_id": step_run_id, "direction": "output", "name": n, "artifact_id": a["id"]} for n, a in outputs.items()]
             _insert(c, "step_run_artifacts", links)
             _update(c, "step_runs", {"status": status, **fields}, "id = ?", (step_run_id,))
+            if with_attempt and with_attempt[1]:
+                _update(c, "step_attempts", with_attempt[1], "id = ?", (with_attempt[0],))
             self._put_metadata(c, metadata)
         for row, done in zip(new_artifacts, numbered if new_artifacts else ()):  # committed: the caller learns them
             row.update(version=done["version"], version_number=done["version_number"])  # type: ignore[attr-defined]
@@ -687,6 +757,7 @@ class MetadataStore:
                         (row["id"], run_id))
                     (kept.append((row, users)) if users else deleted.append(row))
             if step_ids:
+                c.execute(f"DELETE FROM step_attempts WHERE step_run_id IN ({marks})", step_ids)
                 c.execute(f"DELETE FROM step_run_artifacts WHERE step_run_id IN ({marks})", step_ids)
                 c.execute("DELETE FROM step_runs WHERE run_id = ?", (run_id,))
             c.execute("DELETE FROM runs WHERE id = ?", (run_id,))

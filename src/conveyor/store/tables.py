@@ -26,6 +26,10 @@ COLUMNS: dict[str, tuple[str, ...]] = {
                   "name", "version", "version_number"),
     "step_run_artifacts": ("step_run_id", "direction", "name", "artifact_id"),
     "run_metadata": ("id", "run_id", "step_run_id", "artifact_id", "key", "value", "created"),
+    "step_attempts": ("id", "step_run_id", "number", "status", "failure_kind", "submitted", "queued", "queue_reason",
+                      "started", "finished", "published", "backend_job_id", "host", "image_digest", "code_hash",
+                      "requested", "peak_rss_bytes", "cpu_seconds", "operator", "operator_flavor", "error",
+                      "traceback", "logs_uri"),
 }
 
 #: the columns declared JSON: values written there are JSON-encoded (None as JSON null, as SQLAlchemy's JSON did)
@@ -35,6 +39,7 @@ JSON_COLUMNS: dict[str, frozenset[str]] = {
     "snapshots": frozenset({"spec"}),
     "step_runs": frozenset({"config", "submission"}),
     "run_metadata": frozenset({"value"}),
+    "step_attempts": frozenset({"requested"}),
 }
 
 

@@ -174,7 +174,8 @@ class DockerStepOperator(ContainerStepOperator):
         keep = self._settings(info).keep_container
         return Submission(flavor=self.flavor, job_name=info.job_name, backend_id=container.id,
                           data={"container": info.job_name, "docker_host": self.config.docker_host,
-                                "image": image, "reattached": reattached,
+                                "image": image, "image_digest": container.attrs.get("Image"),
+                                "reattached": reattached,
                                 "memory_limit": spec.get("mem_limit"),
                                 "keep": self.config.keep_container if keep is None else keep})
 
