@@ -11,7 +11,7 @@ INSTALL := bash scripts/install-python-deps.sh $(PY)
 # Override: `make test PYTEST_ARGS="-n0 -x tests/test_cli.py"`.
 PYTEST_ARGS ?= -n 3 --dist loadgroup --durations=25
 
-.PHONY: demo test bench venv sysdeps clean
+.PHONY: demo test bench venv sysdeps nodedeps clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -31,12 +31,15 @@ venv: $(DEV_STAMP)
 sysdeps:
 	bash scripts/install-system-deps.sh
 
+nodedeps:
+	bash scripts/install-node-deps.sh
+
 demo: $(DEMO_STAMP)
 	cd examples/quickstart && $(abspath $(PY)) run.py
 
-# pip and apt are network-bound: both at once (their output kept apart), then the suite
+# pip, apt and npm are network-bound: all at once (their output kept apart), then the suite
 test:
-	$(MAKE) --no-print-directory --jobs=2 --output-sync=target venv sysdeps
+	$(MAKE) --no-print-directory --jobs=3 --output-sync=target venv sysdeps nodedeps
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: venv

@@ -11,6 +11,7 @@ and runs these as subprocesses; `dashboard_rows` makes the table's rows."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -32,23 +33,27 @@ from common import HERE, PYTHON, Row, env_for, project, run, spread  # noqa: E40
 __all__ = ["dashboard_rows", "measure_dashboard"]
 
 LATENCY_SCRIPT = '''
+import os
 import time
 from conveyor import pipeline, step
 
 @step(step_operator="local", enable_cache=False)
-def ticker(n: int) -> int:
-    for i in range(n):
+def ticker(stop_file: str) -> int:
+    # prints until told to stop (the reader may open its stream late on a loaded machine), at most ~10 minutes
+    i = 0
+    while not os.path.exists(stop_file) and i < 1500:
         print(f"stamp {time.time():.6f}", flush=True)
         time.sleep(0.4)
-    return n
+        i += 1
+    return i
 
 @pipeline(enable_cache=False)
-def latency(n: int = 10):
-    ticker(n)
+def latency(stop_file: str = "stop"):
+    ticker(stop_file)
 
 if __name__ == "__main__":
     import sys
-    latency(int(sys.argv[1]))
+    latency(sys.argv[1])
 '''
 
 
@@ -97,8 +102,9 @@ def latency_samples(n: int, root: Path) -> list[float]:
     from conveyor.client import Client
 
     (root / "latency.py").write_text(LATENCY_SCRIPT)
+    stop_file = root / "stop-ticking"
     env = {**os.environ, "CONVEYOR_PROJECT_DIR": str(root), "CONVEYOR_QUIET": "1"}
-    pipe = subprocess.Popen([PYTHON, "latency.py", str(n + 3)], cwd=root, env=env, stdout=subprocess.DEVNULL,
+    pipe = subprocess.Popen([PYTHON, "latency.py", str(stop_file)], cwd=root, env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     port = _free_port()
     server = subprocess.Popen([str(Path(PYTHON).with_name("conveyor")), "dashboard", "--port", str(port)], cwd=root,
@@ -133,6 +139,9 @@ def latency_samples(n: int, root: Path) -> list[float]:
                 samples += [now - t for t in stamps]
         return samples[:n]
     finally:
+        stop_file.touch()  # the step ends on its own; the pipeline then exits
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            pipe.wait(timeout=60)
         for proc in (server, pipe):
             if proc.poll() is None:
                 proc.send_signal(signal.SIGINT)

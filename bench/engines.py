@@ -43,6 +43,7 @@ from common import fmt as _fmt
 from common import project as _project
 from common import run as _run
 from common import wall as _wall
+from registry_preflight import measure_registry, registry_rows, registry_unavailable
 
 __all__ = ["ENGINES", "engine_sections"]
 
@@ -678,6 +679,7 @@ ENGINES: dict[str, tuple[Callable[[], str | None], Callable[..., dict[str, Any]]
     "ssh": (ssh_unavailable, measure_ssh, ssh_rows, 8),
     "ray": (ray_unavailable, measure_ray, ray_rows, 8),
     "spark": (spark_unavailable, measure_spark, spark_rows, 6),  # a spark-submit costs seconds: 6 keeps it near 2 min
+    "registry": (registry_unavailable, measure_registry, registry_rows, 8),  # bench/registry_preflight.py (issue 17)
 }
 
 

@@ -2,7 +2,7 @@
 whole processes as a user runs them (issue 15's targets), then the engine sections (Slurm, SSH, Ray, Spark).
 
     .venv/bin/python bench/run.py [--json PATH] [--quick] [--compare REV] [--no-big] [--sizes 1 10 100 300 1000]
-                                  [--local-steps 20] [--no-slurm] [--no-ssh] [--no-ray] [--no-spark]
+                                  [--local-steps 20] [--no-slurm] [--no-ssh] [--no-ray] [--no-spark] [--no-registry]
 
 Each figure is the median of its samples (5 or more; 2 with --quick, for a smoke test), shown with their min-max,
 its target (issues 3 and 15) and a verdict. Every measurement runs in fresh subprocesses with its own temporary
@@ -12,7 +12,7 @@ project (bench/common.py); bytecode is cached privately and warmed up first. The
   20 parallel sleepers and the 1,000-step fan-out as whole processes; `conveyor run list` over 10,000 runs; the
   1 GiB ndarray hand-off, skipped with --no-big or when memory or disk is short), and the -X importtime breakdowns;
 - bench/report.py: the rows and the table; bench/engines.py: the engine sections (each runs only where its engine
-  is installed, and otherwise reports why not);
+  is installed, and otherwise reports why not), bench/registry_preflight.py the container registry's (issue 17);
 - bench/compare.py: `--compare REV` checks REV out into a temporary git worktree and measures it too, sample for
   sample with this tree (its `src/` first on PYTHONPATH, the current bench/ scripts), adding a REV column and the
   ratio this/REV. The worktree is removed at the end;
@@ -68,7 +68,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--fan-width", type=int, default=1000, help=argparse.SUPPRESS)  # for tests
     parser.add_argument("--listed-runs", type=int, default=10_000, help=argparse.SUPPRESS)  # for tests
     parser.add_argument("--no-dashboard", action="store_true", help="skip the dashboard rows (issue 16)")
-    for engine, what in (("slurm", "Slurm"), ("ssh", "OpenSSH"), ("ray", "ray"), ("spark", "pyspark and Java")):
+    for engine, what in (("slurm", "Slurm"), ("ssh", "OpenSSH"), ("ray", "ray"), ("spark", "pyspark and Java"),
+                         ("registry", "docker-registry")):
         parser.add_argument(f"--no-{engine}", action="store_true",
                             help=f"skip the {engine.capitalize() if engine != 'ssh' else 'SSH'} section even where "
                                  f"{what} is installed")
@@ -115,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
             except Exception as err:  # noqa: BLE001 - report it; Conveyor's figures still stand
                 zenml_error = f"{type(err).__name__}: {str(err)[:300]}"
                 say(f"ZenML measurement failed: {zenml_error}")
-        skip = {e for e in ("slurm", "ssh", "ray", "spark") if getattr(args, f"no_{e}")}
+        skip = {e for e in ("slurm", "ssh", "ray", "spark", "registry") if getattr(args, f"no_{e}")}
         engine_rows, engines_raw = engine_sections(skip, quick, say)
         dashboard = ({"skipped": "skipped (--no-dashboard)"} if args.no_dashboard
                      else measure_dashboard(cfg.runs, say, listed=args.listed_runs))

@@ -19,6 +19,8 @@ PACKAGES=(
     runc           # podman's OCI runtime here (crun's defaults fail); tests/fixtures/podman.py
     debootstrap    # builds the base image offline from the apt mirror; tests/fixtures/podman.py
     catatonit      # podman's init process (containers run with init=True); tests/fixtures/podman.py
+    docker-registry # the CNCF Distribution registry images are pushed to and pulled from; tests/fixtures/registry.py
+    apache2-utils  # htpasswd (bcrypt) for the registry with basic auth; tests/fixtures/registry.py
     openjdk-17-jre-headless # Java for spark-submit and the standalone master/worker; tests/fixtures/spark_cluster.py
     bsdutils       # util-linux `script`: runs a pipeline under a pseudo-terminal; tests/test_terminal_logs.py
     chromium       # the headless browser the dashboard tests drive through Playwright; tests/fixtures/browser.py

@@ -11,7 +11,8 @@ import pytest
 pytest_plugins = ["fixtures.postgres", "fixtures.sshd", "fixtures.slurm", "fixtures.moto_s3", "fixtures.ray_cluster",
                   "fixtures.kube_emulator",
                   "fixtures.podman", "fixtures.spark_cluster", "fixtures.vertex_fake", "fixtures.sagemaker_runner",
-                  "fixtures.azureml_fake", "fixtures.browser"]
+                  "fixtures.azureml_fake", "fixtures.browser", "fixtures.registry",
+                  "fixtures.gcs_emulator", "fixtures.azurite"]
 
 TESTS_DIR = Path(__file__).parent
 os.environ.setdefault("CONVEYOR_QUIET", "")

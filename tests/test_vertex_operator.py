@@ -233,7 +233,7 @@ def test_an_impossible_request_and_a_missing_image_are_refused_before_the_run(st
 # -- lifecycle against the fake ----------------------------------------------------------------------
 @pytest.fixture
 def vertex(vertex_fake: Any, podman_engine: Any, s3_server: Any, s3_bucket: str, step_operator: Any,
-           tmp_path: Path) -> Any:
+           tmp_path: Path, registry_server: Any) -> Any:
     """The fake, and a stack whose artifact store is S3 on moto and whose operator `vx` talks to the fake."""
     from conveyor.images.build import ensure_image
     from conveyor.images.settings import DockerSettings
@@ -247,6 +247,9 @@ def vertex(vertex_fake: Any, podman_engine: Any, s3_server: Any, s3_bucket: str,
     reset_contexts()
     docker = {"parent_image": podman_engine.base_image}
     ensure_image(DockerSettings(**docker), podman_engine.docker_host, extra_requirements=["s3fs"])
+    from fixtures.registry import use_container_registry
+
+    use_container_registry(registry_server.host, "vertex")  # pre-flight pushes the image; the fake pulls it
     vertex_fake.shared_paths = [str(tmp_path)]
     vertex_fake.operator_config = dict(
         project=PROJECT, api_endpoint=vertex_fake.url, secret_manager_api_endpoint=vertex_fake.url,

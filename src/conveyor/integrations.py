@@ -82,6 +82,9 @@ _INTEGRATIONS: tuple[Integration, ...] = (
     Integration("s3", "aws", ("s3fs",), ((AS, "s3"),)),
     Integration("gcp", "gcp", ("google.cloud.aiplatform", "google.cloud.logging"), ((SO, "vertex"),)),
     Integration("azure", "azure", ("azure.ai.ml", "azure.identity"), ((SO, "azureml"),)),
+    # the GCS and Azure Blob artifact stores likewise: gcsfs / adlfs (each in its cloud's extra)
+    Integration("gcs", "gcp", ("gcsfs",), ((AS, "gcs"),)),
+    Integration("azure-blob", "azure", ("adlfs",), ((AS, "azure"),)),
     Integration("modal", "modal", ("modal",), ((SO, "modal"),)),
     Integration("kubernetes", "kubernetes", ("kubernetes",), ((SO, "kubernetes"),)),
     Integration("ray", "ray", ("ray",), ((SO, "ray"),)),

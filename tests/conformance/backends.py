@@ -179,7 +179,11 @@ def kubernetes_backend(request: Any) -> Backend:
                   "service_account_name": "conveyor-steps", "mount_local_artifact_store": True}
         return Backend("kubernetes", "conform_kubernetes", config, lambda step_run: [], check_local_cpus)
     cluster = request.getfixturevalue("kube_cluster")
-    image = request.getfixturevalue("podman_step_image")
+    engine = request.getfixturevalue("podman_engine")
+    request.getfixturevalue("podman_step_image")  # the same content hash as the steps' image: built once, up front
+    from fixtures.registry import use_container_registry
+
+    use_container_registry(request.getfixturevalue("registry_server").host, "conformance")
     tmp = str(request.getfixturevalue("tmp_path"))
 
     def leftovers(step_run: StepRunView) -> list[str]:
@@ -200,7 +204,10 @@ def kubernetes_backend(request: Any) -> Backend:
     # the steps' sentinel and counter files live under tmp_path, which also holds the project's artifact store
     pod = {"volumes": [{"name": "work", "hostPath": {"path": tmp, "type": "Directory"}}],
            "volume_mounts": [{"name": "work", "mountPath": tmp}]}
-    config = {"kubeconfig": str(cluster.kubeconfig), "image": image, "pod_settings": pod, "poll_interval": 0.2,
+    # the steps' image is built from docker settings, pushed to the suite's registry in pre-flight, and pulled
+    # from it by the kubelet by digest: the whole way from a user's @step to a pulled image
+    config = {"kubeconfig": str(cluster.kubeconfig), "docker_host": engine.docker_host,
+              "docker_settings": {"parent_image": engine.base_image}, "pod_settings": pod, "poll_interval": 0.2,
               "stop_timeout": 30}
     never = ({"pending_timeout": "1s"},
              {"step_operator.kubernetes": {"pod_settings": {"node_selectors": {"conveyor.test/pool": "a100"}}}})
@@ -267,7 +274,14 @@ def sagemaker_backend(request: Any) -> Backend:
         seen += [(where, data.decode("utf-8", "replace")) for where, data in cloud.objects(bucket)]
         return seen + [(f"CloudWatch logs of {name}", cloud.log_text(name)) for name in cloud.runner.runs]
 
-    config = {"role": role, "region": "us-east-1", "endpoint_url": cloud.endpoint_url, "image": cloud.image,
+    # the steps' image (cloud.image's content hash: built once, up front) is built from docker settings, pushed to
+    # the suite's registry in pre-flight and pulled from it by the runner, as SageMaker pulls from ECR
+    from fixtures.registry import use_container_registry
+
+    use_container_registry(request.getfixturevalue("registry_server").host, "conformance")
+    engine = request.getfixturevalue("podman_engine")
+    config = {"role": role, "region": "us-east-1", "endpoint_url": cloud.endpoint_url,
+              "docker_host": engine.docker_host, "docker_settings": {"parent_image": engine.base_image},
               "poll_interval": 0.2, "stop_timeout": 60}
     return Backend("sagemaker", "conform_sagemaker", config, leftovers, check_cpus, texts=texts)
 
@@ -317,9 +331,13 @@ def vertex_backend(request: Any) -> Backend:
     ids = [c["id"] for c in ctx.store.get_stack("default")["components"] if c["type"] != "artifact_store"]
     ctx.store.set_stack_components("default", [*ids, store])
     reset_contexts()
-    # built once per content hash, before any timed test (the operator's pre-flight then finds the tag)
+    # built once per content hash, before any timed test; pre-flight pushes it to the suite's registry, the fake
+    # pulls it from there by digest
     docker = {"parent_image": engine.base_image}
     ensure_image(DockerSettings(**docker), engine.docker_host, extra_requirements=["s3fs"])
+    from fixtures.registry import use_container_registry
+
+    use_container_registry(request.getfixturevalue("registry_server").host, "conformance")
 
     def leftovers(step_run: StepRunView) -> list[str]:
         data = (step_run.submission or {}).get("data") or {}
@@ -394,9 +412,13 @@ def azureml_backend(request: Any) -> Backend:
     # the conformance steps' sentinel and counter files live under tmp_path: the fake's runner shares it
     fake.shared_paths = [str(request.getfixturevalue("tmp_path"))]
     use_s3_artifact_store(f"s3://{bucket}/conveyor", s3.endpoint_url)
-    # the step image, built once per content hash before any timed test: what the workspace's registry would hold
-    image = ensure_image(DockerSettings(parent_image=engine.base_image), engine.docker_host,
-                         extra_requirements=["s3fs", "azure-identity", "azure-keyvault-secrets"])
+    # the step image, built once per content hash before any timed test; pre-flight pushes it to the suite's
+    # registry (as to the workspace's ACR) and the fake pulls it from there by digest
+    ensure_image(DockerSettings(parent_image=engine.base_image), engine.docker_host,
+                 extra_requirements=["s3fs", "azure-identity", "azure-keyvault-secrets"])
+    from fixtures.registry import use_container_registry
+
+    use_container_registry(request.getfixturevalue("registry_server").host, "conformance")
 
     def leftovers(step_run: StepRunView) -> list[str]:
         data = (step_run.submission or {}).get("data") or {}
@@ -430,7 +452,8 @@ def azureml_backend(request: Any) -> Backend:
         return seen
 
     config = {"subscription_id": "00000000-0000-0000-0000-000000000000", "resource_group": "ml",
-              "workspace_name": "conveyor-ws", "resource_manager_url": fake.url, "image": image,
+              "workspace_name": "conveyor-ws", "resource_manager_url": fake.url, "docker_host": engine.docker_host,
+              "docker_settings": {"parent_image": engine.base_image},
               "key_vault_url": fake.vault_url, "identity_client_id": "conveyor-steps-identity", "poll_interval": 0.2,
               "stop_timeout": 30}
     # no GPU in the fake: a job on a GPU size waits Queued, as while Azure has no capacity for it

@@ -18,6 +18,7 @@ import stat
 from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from typing import IO, Any
+from urllib.parse import urlsplit
 
 from conveyor.exceptions import ConveyorError
 from conveyor.utils.private import DIR_MODE, private_makedirs, private_opener
@@ -546,11 +547,27 @@ class ArtifactStore:
                 _remove_quietly(probe)
                 raise self._error("write", probe, exc) from exc
             return
+        self._probe_endpoint()
         try:
             self.fs.info(self.root)
         except FileNotFoundError:
             pass  # reachable; nothing written there yet
         except Exception as exc:  # noqa: BLE001 - _error lets through what is not a storage failure
+            raise self._error("reach", self.root, exc) from exc
+
+    def _probe_endpoint(self) -> None:
+        """A configured endpoint (an emulator, MinIO, Azurite) that takes no connection fails the run at once:
+        the SDKs retry a refused connection with backoff for half a minute (gcsfs) or more (azure-core)."""
+        endpoint = _endpoint_of(self.storage_options)
+        parts = urlsplit(endpoint) if endpoint else None
+        if parts is None or not parts.hostname:
+            return
+        import socket
+
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        try:
+            socket.create_connection((parts.hostname, port), timeout=10).close()
+        except OSError as exc:
             raise self._error("reach", self.root, exc) from exc
 
     def error_for(self, op: str, uri: str, exc: OSError) -> ArtifactStoreError:
@@ -563,7 +580,19 @@ class ArtifactStore:
             raise exc  # not a storage failure (a bug, a bad value): let it through unchanged
         exc = os_exc
         code = _errno_of(exc)
-        return ArtifactStoreError(_explain(op, path, self.root, exc, code), uri=path, errno=code)
+        endpoint = _endpoint_of(self.storage_options)
+        where = f"{self.root} (endpoint {endpoint})" if endpoint else self.root
+        return ArtifactStoreError(_explain(op, path, where, exc, code), uri=path, errno=code)
+
+
+def _endpoint_of(options: dict[str, Any]) -> str | None:
+    """The server a remote store's options name, if any: s3fs's and gcsfs's endpoint_url, adlfs's BlobEndpoint."""
+    client = options.get("client_kwargs") or {}
+    endpoint = options.get("endpoint_url") or client.get("endpoint_url")
+    if not endpoint and isinstance(options.get("connection_string"), str):
+        fields = dict(p.split("=", 1) for p in options["connection_string"].split(";") if "=" in p)
+        endpoint = fields.get("BlobEndpoint")
+    return str(endpoint) if endpoint else None
 
 
 _ERRNO_BY_CLASS: tuple[tuple[type[OSError], int], ...] = (
@@ -579,7 +608,8 @@ _ERRNO_BY_CLASS: tuple[tuple[type[OSError], int], ...] = (
 
 #: remote SDKs' connection failures that are not OSErrors (botocore's EndpointConnectionError and friends)
 _CONNECTION_ERROR_NAMES = frozenset({"EndpointConnectionError", "ConnectTimeoutError", "ConnectionClosedError",
-                                     "ReadTimeoutError", "ProxyConnectionError", "ClientConnectorError"})
+                                     "ReadTimeoutError", "ProxyConnectionError", "ClientConnectorError",
+                                     "ServiceRequestError"})  # azure-core's (adlfs): the request was never answered
 
 
 def _as_os_error(exc: BaseException) -> OSError | None:

@@ -33,7 +33,8 @@ class Kind:
 ORCHESTRATOR = Kind("orchestrator", "orchestrator", "orchestrator")
 ARTIFACT_STORE = Kind("artifact_store", "artifact-store", "artifact store")
 STEP_OPERATOR = Kind("step_operator", "step-operator", "step operator")
-KINDS = (ORCHESTRATOR, ARTIFACT_STORE, STEP_OPERATOR)
+CONTAINER_REGISTRY = Kind("container_registry", "container-registry", "container registry")
+KINDS = (ORCHESTRATOR, ARTIFACT_STORE, STEP_OPERATOR, CONTAINER_REGISTRY)
 
 
 # -- errors ----------------------------------------------------------------------------------------------

@@ -55,7 +55,8 @@ def load_pipeline(ref: str) -> Any:
 @click.option("--stack", "stack_name", default=None, help="stack to build for (default: the active one)")
 @click.option("-v", "--verbose", is_flag=True, help="show the engine's build output")
 def build(pipeline_ref: str, stack_name: str | None, verbose: bool) -> None:
-    """Build the container images PIPELINE's steps need (skipped when an image with the same content hash exists).
+    """Build the container images PIPELINE's steps need (skipped when an image with the same content hash exists),
+    and push them to the stack's container registry when it has one (skipped when the registry has the tag).
 
     \b
     Examples:

@@ -8,6 +8,7 @@ import click
 
 from conveyor.cli._common import (
     component_record,
+    CONTAINER_REGISTRY,
     KINDS,
     SECRET_MASK,
     STEP_OPERATOR,
@@ -35,11 +36,12 @@ _EXAMPLES = {
     "step_operator": ("gpu", "local", "--pending_timeout=10m --memory_enforcement=rlimit", "--pending_timeout=1h"),
     "orchestrator": ("fast", "local", "--max_parallelism=4", "--max_parallelism=8"),
     "artifact_store": ("shared", "local", "--path=/mnt/shared/artifacts", "--path=/mnt/other"),
+    "container_registry": ("images", "default", "--uri=registry.example.com:5000/ml", "--insecure=true"),
 }
 
 #: a component and a field with a default, for `remove-attribute --help`
 _RESET_EXAMPLES = {"step_operator": "gpu pending_timeout", "orchestrator": "fast max_parallelism",
-                   "artifact_store": "s3_store region"}
+                   "artifact_store": "s3_store region", "container_registry": "images password"}
 
 _EXTRA_ARGS = {"ignore_unknown_options": True, "allow_extra_args": True}
 
@@ -53,6 +55,11 @@ def _name_and_fields(kind: Kind, args: tuple[str, ...]) -> tuple[str, dict[str, 
     return positionals[0], fields
 
 
+def _plural(noun: str) -> str:
+    """"container registry" -> "container registries", "step operator" -> "step operators"."""
+    return noun[:-1] + "ies" if noun.endswith("y") else noun + "s"
+
+
 def _a(noun: str) -> str:
     return f"{'an' if noun[0] in 'aeiou' else 'a'} {noun}"
 
@@ -61,7 +68,7 @@ def make_group(kind: Kind) -> click.Group:
     """The register/list/describe/update/delete/flavor commands for one component type."""
     ex_name, ex_flavor, ex_fields, ex_update = _EXAMPLES[kind.value]
 
-    @click.group(kind.cli, help=f"""Register and manage {kind.label}s.
+    @click.group(kind.cli, help=f"""Register and manage {_plural(kind.label)}.
 
     {_a(kind.label).capitalize()} is a component of a stack: register it here, then add it to a stack.
 
@@ -96,8 +103,11 @@ def make_group(kind: Kind) -> click.Group:
         if kind is STEP_OPERATOR:
             say(f"Add it to a stack with `conveyor stack update {ctx.active_stack_name} -s {name}`, then use it with "
                 f"@step(step_operator={name!r}).")
+        elif kind is CONTAINER_REGISTRY:
+            say(f"Add it to a stack with `conveyor stack update {ctx.active_stack_name} -c {name}`: container steps' "
+                "images are then pushed there before each run.")
 
-    @group.command("list", help=f"""List registered {kind.label}s, their flavor, configuration and stacks.
+    @group.command("list", help=f"""List registered {_plural(kind.label)}, their flavor, configuration and stacks.
 
     \b
     Examples:
@@ -112,7 +122,7 @@ def make_group(kind: Kind) -> click.Group:
 
         def render() -> None:
             if not records:
-                say(f"No {kind.label}s. Register one with `conveyor {kind.cli} register NAME --flavor=FLAVOR`.")
+                say(f"No {_plural(kind.label)}. Register one with `conveyor {kind.cli} register NAME --flavor=FLAVOR`.")
                 return
             t = table("name", "flavor", "configuration", "stacks")
             for r in records:
@@ -377,4 +387,4 @@ def _ctype(kind: Kind) -> Any:
 
 
 def component_groups() -> list[click.Group]:
-    return [make_group(kind) for kind in (KINDS[2], KINDS[0], KINDS[1])]
+    return [make_group(kind) for kind in (KINDS[2], KINDS[0], KINDS[1], KINDS[3])]

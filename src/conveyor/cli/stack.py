@@ -1,4 +1,5 @@
-"""`conveyor stack ...`: stacks are one orchestrator, one artifact store and any number of step operators."""
+"""`conveyor stack ...`: stacks are one orchestrator, one artifact store, any number of step operators and at most
+one container registry."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import click
 from conveyor.cli._common import (
     component_record,
     ARTIFACT_STORE,
+    CONTAINER_REGISTRY,
     ORCHESTRATOR,
     STEP_OPERATOR,
     Kind,
@@ -45,6 +47,10 @@ def _split(record: dict[str, Any]) -> tuple[list[dict[str, Any]], list[dict[str,
     return by_type.get(ORCHESTRATOR.value, []), by_type.get(ARTIFACT_STORE.value, []), by_type.get(STEP_OPERATOR.value, [])
 
 
+def _registries(record: dict[str, Any]) -> list[dict[str, Any]]:
+    return [c for c in record["components"] if c["type"] == CONTAINER_REGISTRY.value]
+
+
 def stacks_table(ctx: "Context") -> Any:
     active = ctx.active_stack_name
     t = table("active", "stack", "orchestrator", "artifact store", "step operators (first = default)")
@@ -77,8 +83,11 @@ def stack() -> None:
 @click.option("-a", "--artifact-store", "artifact_store", required=True, metavar="NAME", help="A registered artifact store.")
 @click.option("-s", "--step-operator", "step_operators", multiple=True, metavar="NAME",
               help="A registered step operator; repeat for more. The first is the stack's default.")
+@click.option("-c", "--container-registry", "container_registry", metavar="NAME",
+              help="A registered container registry: container steps' images are pushed there before each run.")
 @click.option("--set", "activate", is_flag=True, help="Make it the active stack too.")
-def register(name: str, orchestrator: str, artifact_store: str, step_operators: tuple[str, ...], activate: bool) -> None:
+def register(name: str, orchestrator: str, artifact_store: str, step_operators: tuple[str, ...],
+             container_registry: str | None, activate: bool) -> None:
     """Register a stack NAME from components registered by name.
 
     \b
@@ -96,9 +105,12 @@ def register(name: str, orchestrator: str, artifact_store: str, step_operators: 
         fail(f"step operator {dupes[0]!r} given twice: give each -s once")
     ids = [component_record(ctx, ORCHESTRATOR, orchestrator)["id"], component_record(ctx, ARTIFACT_STORE, artifact_store)["id"]]
     ids += [component_record(ctx, STEP_OPERATOR, s)["id"] for s in step_operators]
+    if container_registry:
+        ids.append(component_record(ctx, CONTAINER_REGISTRY, container_registry)["id"])
     ctx.store.create_stack(name, ids)
     say(f"Registered stack {name!r}: orchestrator {orchestrator!r}, artifact store {artifact_store!r}, "
-        f"step operators {', '.join(repr(s) for s in step_operators) or '(none)'}.", style="green")
+        f"step operators {', '.join(repr(s) for s in step_operators) or '(none)'}"
+        + (f", container registry {container_registry!r}" if container_registry else "") + ".", style="green")
     if activate:
         ctx.store.set_kv("active_stack", name)
         say(f"Active stack: {name!r}.")
@@ -114,22 +126,30 @@ def register(name: str, orchestrator: str, artifact_store: str, step_operators: 
               help="Make this step operator (in the stack or added now) the default one.")
 @click.option("-o", "--orchestrator", "orchestrator", metavar="NAME", help="Replace the orchestrator.")
 @click.option("-a", "--artifact-store", "artifact_store", metavar="NAME", help="Replace the artifact store.")
+@click.option("-c", "--container-registry", "container_registry", metavar="NAME",
+              help="Set (or replace) the container registry.")
+@click.option("--remove-container-registry", "remove_registry", is_flag=True, help="Remove the container registry.")
 def update(name: str, add: tuple[str, ...], remove: tuple[str, ...], default: str | None, orchestrator: str | None,
-           artifact_store: str | None) -> None:
-    """Change stack NAME: add or remove step operators, replace its orchestrator or artifact store.
+           artifact_store: str | None, container_registry: str | None, remove_registry: bool) -> None:
+    """Change stack NAME: add or remove step operators, replace its orchestrator, artifact store or container
+    registry.
 
     \b
     Examples:
       conveyor stack update prod -s spark
       conveyor stack update prod --remove-step-operator gpu
       conveyor stack update prod -a s3_store --default-step-operator spark
+      conveyor stack update prod -c images
     """
     ctx = get_ctx()
     record = _stack(ctx, name)
-    if not (add or remove or default or orchestrator or artifact_store):
+    if not (add or remove or default or orchestrator or artifact_store or container_registry or remove_registry):
         fail("nothing to change: give -s NAME, --remove-step-operator NAME, --default-step-operator NAME, "
-             "-o NAME or -a NAME")
+             "-o NAME, -a NAME, -c NAME or --remove-container-registry")
+    if container_registry and remove_registry:
+        fail("give either -c NAME or --remove-container-registry, not both")
     orch, store, ops = _split(record)
+    registry_ids = [c["id"] for c in _registries(record)]
     orch_ids = [c["id"] for c in orch]
     store_ids = [c["id"] for c in store]
     op_names = [c["name"] for c in ops]
@@ -141,6 +161,15 @@ def update(name: str, add: tuple[str, ...], remove: tuple[str, ...], default: st
     if artifact_store:
         store_ids = [component_record(ctx, ARTIFACT_STORE, artifact_store)["id"]]
         changes.append(f"artifact store -> {artifact_store!r}")
+    if container_registry:
+        registry_ids = [component_record(ctx, CONTAINER_REGISTRY, container_registry)["id"]]
+        changes.append(f"container registry -> {container_registry!r}")
+    if remove_registry:
+        if not registry_ids:
+            note(f"stack {name!r} has no container registry")
+        else:
+            changes.append("removed the container registry")
+        registry_ids = []
     for r in remove:
         if r not in op_names:
             fail(f"stack {name!r} has no step operator {r!r}; it has {', '.join(op_names) or '(none)'}")
@@ -160,7 +189,7 @@ def update(name: str, add: tuple[str, ...], remove: tuple[str, ...], default: st
         op_names.remove(default)
         op_names.insert(0, default)
         changes.append(f"default step operator -> {default!r}")
-    ctx.store.set_stack_components(name, orch_ids + store_ids + [op_ids[n] for n in op_names])
+    ctx.store.set_stack_components(name, orch_ids + store_ids + [op_ids[n] for n in op_names] + registry_ids)
     if changes:
         say(f"Updated stack {name!r}: {'; '.join(changes)}.", style="green")
     say(f"Step operators of {name!r}: {', '.join(op_names) or '(none)'}"
@@ -180,6 +209,7 @@ def stack_json(ctx: "Context", name: str, record: dict[str, Any], active: str) -
             "artifact_store": _component_json(ctx, ARTIFACT_STORE, store[0]) if store else None,
             "step_operators": [_component_json(ctx, STEP_OPERATOR, c) for c in ops],
             "default_step_operator": ops[0]["name"] if ops else None,
+            "container_registry": next((_component_json(ctx, CONTAINER_REGISTRY, c) for c in _registries(record)), None),
             "created": record["created"], "updated": record["updated"]}
 
 
@@ -220,7 +250,8 @@ def describe(name: str | None, output: str) -> None:
         say(f"Stack {name!r}" + (" (active)" if name == active else ""), style="bold")
         orch, store, ops = _split(record)
         t = table("component type", "name", "flavor", "configuration")
-        for kind, comps in ((ORCHESTRATOR, orch), (ARTIFACT_STORE, store), (STEP_OPERATOR, ops)):
+        for kind, comps in ((ORCHESTRATOR, orch), (ARTIFACT_STORE, store), (STEP_OPERATOR, ops),
+                            (CONTAINER_REGISTRY, _registries(record))):
             for i, c in enumerate(comps):
                 label = kind.label + (" (default)" if kind is STEP_OPERATOR and i == 0 else "")
                 t.add_row(label, c["name"], c["flavor"], config_summary(ctx, kind, c))

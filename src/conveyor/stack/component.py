@@ -18,6 +18,7 @@ class ComponentType(str, Enum):
     ORCHESTRATOR = "orchestrator"
     ARTIFACT_STORE = "artifact_store"
     STEP_OPERATOR = "step_operator"
+    CONTAINER_REGISTRY = "container_registry"
 
     @property
     def cli_name(self) -> str:

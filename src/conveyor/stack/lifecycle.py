@@ -143,6 +143,8 @@ def delete_component(store: "MetadataStore", type_: ComponentType | str, name: s
     if used:
         how = (f"`conveyor stack update {used[0]} --remove-step-operator {name}`"
                if ctype is ComponentType.STEP_OPERATOR
+               else f"`conveyor stack update {used[0]} --remove-container-registry`"
+               if ctype is ComponentType.CONTAINER_REGISTRY
                else f"`conveyor stack update {used[0]} -{'o' if ctype is ComponentType.ORCHESTRATOR else 'a'} OTHER`")
         raise StackError(f"{label} {name!r} is used by stack(s) {', '.join(used)}: remove it from them first ({how}) "
                          "or delete those stacks (`conveyor stack delete NAME`)")

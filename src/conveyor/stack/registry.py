@@ -21,6 +21,8 @@ BUILTIN_FLAVORS: dict[ComponentType, dict[str, str]] = {
     ComponentType.ARTIFACT_STORE: {
         "local": "conveyor.artifact_stores.local.flavor:LocalArtifactStoreFlavor",
         "s3": "conveyor.artifact_stores.s3.flavor:S3ArtifactStoreFlavor",
+        "gcs": "conveyor.artifact_stores.gcs.flavor:GCSArtifactStoreFlavor",
+        "azure": "conveyor.artifact_stores.azure.flavor:AzureArtifactStoreFlavor",
     },
     ComponentType.STEP_OPERATOR: {
         "local": "conveyor.step_operators.local.flavor:LocalStepOperatorFlavor",
@@ -35,6 +37,12 @@ BUILTIN_FLAVORS: dict[ComponentType, dict[str, str]] = {
         "azureml": "conveyor.step_operators.azureml.flavor:AzureMLStepOperatorFlavor",
         "modal": "conveyor.step_operators.modal.flavor:ModalStepOperatorFlavor",
         "sagemaker": "conveyor.step_operators.sagemaker.flavor:SageMakerStepOperatorFlavor",
+    },
+    ComponentType.CONTAINER_REGISTRY: {
+        "default": "conveyor.container_registries.default.flavor:DefaultContainerRegistryFlavor",
+        "aws": "conveyor.container_registries.aws.flavor:AWSContainerRegistryFlavor",
+        "gcp": "conveyor.container_registries.gcp.flavor:GCPContainerRegistryFlavor",
+        "azure": "conveyor.container_registries.azure.flavor:AzureContainerRegistryFlavor",
     },
 }
 

@@ -1,4 +1,5 @@
-"""A stack: one orchestrator, one artifact store, any number of step operators (the first is the default)."""
+"""A stack: one orchestrator, one artifact store, any number of step operators (the first is the default), and at
+most one container registry (where container steps' images are pushed)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from conveyor.stack.component import ComponentType, PlainConfig, StackComponent
 
 if TYPE_CHECKING:
     from conveyor.artifact_stores.base import BaseArtifactStore
+    from conveyor.container_registries.base import BaseContainerRegistry
     from conveyor.orchestrators.base import BaseOrchestrator
     from conveyor.secrets.vault import Vault
     from conveyor.stack.registry import FlavorRegistry
@@ -57,6 +59,11 @@ class Stack:
         self._orchestrator = by_type[ComponentType.ORCHESTRATOR.value][0]
         self._artifact_store = by_type[ComponentType.ARTIFACT_STORE.value][0]
         self._operators = {r["name"]: r for r in by_type.get(ComponentType.STEP_OPERATOR.value, [])}
+        registries = by_type.get(ComponentType.CONTAINER_REGISTRY.value, [])
+        if len(registries) > 1:
+            raise StackError(f"stack {name!r} has {len(registries)} container registries: keep one with "
+                             f"`conveyor stack update {name} -c NAME`")
+        self._registry_record = registries[0] if registries else None
 
     def _component(self, record: dict[str, Any]) -> StackComponent:
         if record["id"] not in self._built:
@@ -70,6 +77,13 @@ class Stack:
     @property
     def artifact_store(self) -> "BaseArtifactStore":
         return self._component(self._artifact_store)  # type: ignore[return-value]
+
+    @property
+    def container_registry(self) -> "BaseContainerRegistry | None":
+        """Where container steps' images are pushed; None when the stack has none."""
+        if self._registry_record is None:
+            return None
+        return self._component(self._registry_record)  # type: ignore[return-value]
 
     @property
     def step_operator_names(self) -> list[str]:
@@ -99,7 +113,13 @@ class Stack:
         return requested
 
     def step_operator(self, name: str) -> "BaseStepOperator":
-        return self._component(self._lookup(name))  # type: ignore[return-value]
+        """The operator, told where the stack's container registry is when it runs steps in images
+        (`use_registry`): built (its secret references resolved) only when an image is pushed."""
+        operator = self._component(self._lookup(name))
+        use_registry = getattr(operator, "use_registry", None)
+        if use_registry is not None:
+            use_registry(lambda: self.container_registry, self.name)
+        return operator  # type: ignore[return-value]
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -107,4 +127,5 @@ class Stack:
             "orchestrator": self._orchestrator["name"],
             "artifact_store": self._artifact_store["name"],
             "step_operators": list(self._operators),
+            "container_registry": self._registry_record["name"] if self._registry_record else None,
         }

@@ -3,9 +3,10 @@
 A container flavor runs the step's entrypoint in an image somewhere that shares no filesystem with us. What that
 takes is the same everywhere, so it lives here once: which image the step runs in (its own, the operator's, or one
 built by content hash from the "docker" settings through `conveyor.images`), building it before the run exists
-(`prepare_step`), the code archive, the fsspec package the artifact store needs inside the image, and which
-variables may travel in plain sight (everything else goes through the backend's secret mechanism). A flavor writes
-only what is its own: how a job is described to its backend and followed there.
+(`prepare_step`) and pushing it to the stack's container registry (the job gets it by digest), the code archive,
+the fsspec package the artifact store needs inside the image, and which variables may travel in plain sight
+(everything else goes through the backend's secret mechanism). A flavor writes only what is its own: how a job is
+described to its backend and followed there.
 
 Light: the docker SDK and the image builder are imported on first use.
 """
@@ -19,7 +20,9 @@ from conveyor.exceptions import ResourceUnavailableError
 from conveyor.step_operators.base import BaseStepOperator
 
 if TYPE_CHECKING:
+    from conveyor.container_registries.base import BaseContainerRegistry
     from conveyor.images.build import ImagePlan, StepContainer
+    from conveyor.images.registry_api import PushTarget
     from conveyor.images.settings import DockerSettings
     from conveyor.step_operators.info import StepRunInfo, Submission
 
@@ -70,6 +73,9 @@ class ContainerStepOperator(BaseStepOperator):
     extra_plain_environment: ClassVar[frozenset[str]] = frozenset()
     #: what the built image needs beside conveyor and the artifact store's package (e.g. a bootstrap's SDK)
     image_requirements: ClassVar[tuple[str, ...]] = ()
+    #: the backend pulls the image from a registry: a built image is pushed to the stack's container registry, and
+    #: a stack without one is refused before the run (False: the docker flavor, whose engine built the image)
+    pulls_from_registry: ClassVar[bool] = True
     #: the end of "the <flavor> step operator ..." when a step has no image: what to give, and where
     missing_image_advice: ClassVar[str] = (
         "needs an image with conveyor installed: give the operator an image (conveyor step-operator update NAME "
@@ -78,6 +84,41 @@ class ContainerStepOperator(BaseStepOperator):
 
     def _config_value(self, name: str) -> Any:
         return getattr(self.config, name, None)
+
+    def use_registry(self, registry: Callable[[], BaseContainerRegistry | None], stack_name: str) -> None:
+        """How to get the stack's container registry (None: it has none), told by the stack that built this
+        operator; called only when an image is pushed, so its login is resolved only then."""
+        self.__dict__["_container_registry"] = registry
+        self.__dict__["_stack_name"] = stack_name
+
+    @property
+    def container_registry(self) -> BaseContainerRegistry | None:
+        """Where built images are pushed: the stack's registry, for a flavor whose backend pulls."""
+        get = self.__dict__.get("_container_registry")
+        return get() if get is not None and self.pulls_from_registry else None
+
+    def push_target(self, plan: ImagePlan) -> PushTarget | None:
+        """`<registry uri>/<repository>:<content hash>` for a built image, None without a registry."""
+        registry = self.container_registry
+        if registry is None:
+            return None
+        from conveyor.images.registry_api import Login, PushTarget
+
+        login = registry.login()
+        name = plan.repository.rsplit("/", 1)[-1]
+        return PushTarget(registry.host, f"{registry.namespace}/{name}".strip("/"), plan.tag.rsplit(":", 1)[1],
+                          Login(login.username, login.password) if login is not None else None, registry.insecure)
+
+    def _refuse_without_registry(self, info: StepRunInfo) -> None:
+        if self.pulls_from_registry and self.container_registry is None:
+            from conveyor.exceptions import StackError
+
+            stack = self.__dict__.get("_stack_name") or "STACK"
+            raise StackError(
+                f"step {info.pipeline_step_name!r}: the {self.flavor} step operator {self.name!r} runs a built image "
+                f"that its backend pulls from a registry, and stack {stack!r} has no container registry. Add one: "
+                f"`conveyor container-registry register images --flavor=default --uri=HOST[:PORT]/NAMESPACE && "
+                f"conveyor stack update {stack} -c images` (or give the step a prebuilt image)")
 
     # -- the image --------------------------------------------------------------------------------
     def docker_settings(self, info: StepRunInfo) -> DockerSettings | None:
@@ -130,17 +171,32 @@ class ContainerStepOperator(BaseStepOperator):
 
     def build_image(self, info: StepRunInfo, *, store_root: str | None = None, code_root: str | None = None,
                     log: Callable[[str], None] | None = None) -> tuple[str, bool] | None:
-        """(image reference, whether it was built now); None when the step runs in no image (`conveyor build`)."""
+        """(image reference, whether it was built or pushed now); None when the step runs in no image (`conveyor
+        build`). With a container registry the reference is the pushed image by digest (`repository@sha256:...`):
+        when the registry has the content tag already, one manifest request and no engine."""
         if not self.runs_in_image(info):
             return None
-        plan = self.image_plan(info, store_root=store_root, code_root=code_root)
+        return self._image_of(info, self.image_plan(info, store_root=store_root, code_root=code_root), log)
+
+    def _image_of(self, info: StepRunInfo, plan: ImagePlan | None,
+                  log: Callable[[str], None] | None) -> tuple[str, bool]:
         if plan is None:
             image, _ = self._chosen_image(info)
             return str(image), False
         from conveyor.images.build import build_plan
 
-        return build_plan(plan, self._config_value("docker_host"),
-                          network_mode=self._config_value("build_network_mode"), log=log)
+        docker_host, network = self._config_value("docker_host"), self._config_value("build_network_mode")
+        target = self.push_target(plan)
+        if target is None:
+            return build_plan(plan, docker_host, network_mode=network, log=log)
+        from conveyor.images.build import docker_client
+        from conveyor.images.registry_api import ensure_pushed
+
+        def build() -> tuple[Any, str]:
+            client = docker_client(docker_host)
+            return client, build_plan(plan, docker_host, network_mode=network, log=log, client=client)[0]
+
+        return ensure_pushed(target, build, log)
 
     def step_image(self, info: StepRunInfo, *, store_root: str | None = None, code_root: str | None = None,
                    build: bool = True) -> str:
@@ -148,7 +204,10 @@ class ContainerStepOperator(BaseStepOperator):
         touching no engine."""
         if not build:
             plan = self.image_plan(info, store_root=store_root, code_root=code_root)
-            return plan.tag if plan is not None else str(self._chosen_image(info)[0])
+            if plan is None:
+                return str(self._chosen_image(info)[0])
+            registry = self.container_registry
+            return f"{registry.repository(plan.repository)}:{plan.tag.rsplit(':', 1)[1]}" if registry else plan.tag
         built = self.build_image(info, store_root=store_root, code_root=code_root)
         if built is None:
             raise ValueError(f"step {info.pipeline_step_name!r} runs in no image on the {self.flavor} step operator")
@@ -156,9 +215,15 @@ class ContainerStepOperator(BaseStepOperator):
 
     def prepare_step(self, info: StepRunInfo, *, store_root: str | None = None, code_root: str | None = None,
                      log: Callable[[str], None] | None = None) -> None:
-        """Build the step's image before the run starts (pre-flight), so a broken build leaves no run behind;
-        an unchanged spec is reused."""
-        self.build_image(info, store_root=store_root, code_root=code_root, log=log)
+        """Build the step's image before the run starts (pre-flight), so a broken build leaves no run behind, and
+        push it to the stack's container registry; an unchanged spec is reused (the registry has its tag: nothing
+        is built or pushed). A built image with no registry to push it to is refused here, naming the fix."""
+        if not self.runs_in_image(info):
+            return
+        plan = self.image_plan(info, store_root=store_root, code_root=code_root)
+        if plan is not None:
+            self._refuse_without_registry(info)
+        self._image_of(info, plan, log)
 
     def job_code_root(self, info: StepRunInfo) -> str | None:
         """The step's code root, read back from its job spec: only an image that bakes the code needs it."""

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import Field, model_validator
 
 from conveyor.config.base import BaseSettings
+from conveyor.images.settings import DockerSettings
 from conveyor.step_operators.base import BaseStepOperatorConfig, BaseStepOperatorFlavor
 
 if TYPE_CHECKING:
@@ -31,9 +32,11 @@ class AzureMLStepOperatorConfig(BaseStepOperatorConfig):
         "image"))
     image: str | None = Field(default=None, description=(
         "prebuilt image (Python with conveyor installed) unless a step has 'docker' settings or its own image"))
+    docker_settings: DockerSettings | None = Field(default=None, description=(
+        "image defaults under the pipeline's and step's 'docker' settings (field by field)"))
     docker_host: str | None = Field(default=None, description=(
-        "Docker Engine that builds step images from 'docker' settings without an `image`; set "
-        "DockerSettings.target_repository to a registry the workspace can pull from (its Azure Container Registry)"))
+        "Docker Engine that builds step images from 'docker' settings without an `image`; the image is pushed to the "
+        "stack's container registry (the workspace's ACR: the azure flavor) and the job pulls it by digest"))
     build_network_mode: str | None = Field(default=None, description="network of image builds, e.g. 'host'")
     experiment_name: str = Field(default="conveyor", description="experiment the jobs are grouped under")
     key_vault_url: str | None = Field(default=None, description=(

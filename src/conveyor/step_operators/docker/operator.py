@@ -7,7 +7,7 @@ import math
 import os
 import threading
 import time
-from typing import Any, Iterator
+from typing import Any, ClassVar, Iterator
 
 from conveyor.exceptions import MEMORY_ADVICE, ResourceUnavailableError
 from conveyor.images.settings import DockerSettings
@@ -28,6 +28,9 @@ def _parse_ulimit(name: str, value: str | int) -> tuple[int, int]:
 
 
 class DockerStepOperator(ContainerStepOperator):
+    #: the engine that builds the image runs it: nothing is pushed, no container registry is needed
+    pulls_from_registry: ClassVar[bool] = False
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._clients: dict[str, Any] = {}

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import Field, field_validator
 
 from conveyor.config.base import BaseSettings, StrictModel
+from conveyor.images.settings import DockerSettings
 from conveyor.step_operators.base import BaseStepOperatorConfig, BaseStepOperatorFlavor
 
 if TYPE_CHECKING:
@@ -53,9 +54,11 @@ class KubernetesStepOperatorConfig(BaseStepOperatorConfig):
         "its own image"))
     image_pull_policy: str | None = Field(default=None, description="Always, IfNotPresent or Never")
     image_pull_secrets: list[str] = Field(default_factory=list, description="names of Secrets for pulling the image")
+    docker_settings: DockerSettings | None = Field(default=None, description=(
+        "image defaults under the pipeline's and step's 'docker' settings (field by field)"))
     docker_host: str | None = Field(default=None, description=(
         "Docker Engine that builds step images from 'docker' settings without an `image` (default: DOCKER_HOST); "
-        "the cluster must be able to pull the tag it gets (set DockerSettings.target_repository to your registry)"))
+        "the built image is pushed to the stack's container registry and the pods pull it from there by digest"))
     build_network_mode: str | None = Field(default=None, description="network of image builds, e.g. 'host'")
     pod_settings: KubernetesPodSettings = Field(default_factory=KubernetesPodSettings)
     ttl_seconds_after_finished: int | None = Field(default=3600, ge=0, description=(

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 from pydantic import Field, field_validator, model_validator
 
 from conveyor.config.base import BaseSettings
+from conveyor.images.settings import DockerSettings
 from conveyor.step_operators.base import BaseStepOperatorConfig, BaseStepOperatorFlavor
 
 if TYPE_CHECKING:
@@ -32,9 +33,11 @@ class SageMakerStepOperatorConfig(BaseStepOperatorConfig):
     security_group_ids: list[str] = Field(default_factory=list, description="VPC security groups (with `subnets`)")
     image: str | None = Field(default=None, description=(
         "ECR image URI (Python with conveyor installed) of every step unless its 'docker' settings name or build one"))
+    docker_settings: DockerSettings | None = Field(default=None, description=(
+        "image defaults under the pipeline's and step's 'docker' settings (field by field)"))
     docker_host: str | None = Field(default=None, description=(
-        "Docker Engine that builds step images from 'docker' settings without an `image`; Conveyor does not push: "
-        "set DockerSettings.target_repository to your ECR repository and push the tag"))
+        "Docker Engine that builds step images from 'docker' settings without an `image`; the image is pushed to the "
+        "stack's container registry (ECR: the aws flavor) and SageMaker pulls it by digest"))
     build_network_mode: str | None = Field(default=None, description="network of image builds, e.g. 'host'")
     endpoint_url: str | None = Field(default=None, description=(
         "endpoint of the SageMaker, Secrets Manager and CloudWatch Logs APIs (VPC endpoints, tests); also given to "
