@@ -302,7 +302,8 @@ def use_s3_artifact_store(path: str, endpoint_url: str) -> None:
 def vertex_backend(request: Any) -> Backend:
     """Vertex AI through the official SDK's clients pointed at a local fake of its REST endpoints
     (tests/fixtures/vertex_fake.py), whose worker runs each CustomJob's container in Podman; the project's artifact
-    store is S3 on moto, the step's credentials travel through the fake's Secret Manager."""
+    store is `gcs` on fake-gcs-server, its OAuth2 token (a Conveyor secret) travels with the step's other secret
+    variables through the fake's Secret Manager."""
     if request.node.originalname == "test_dry_run_matches_the_golden_file":
         # dry_run never connects; the fake's port and the built image's tag change every session
         config = {"project": "ml-project", "location": "europe-west4", "use_preemptible": True,
@@ -311,6 +312,7 @@ def vertex_backend(request: Any) -> Backend:
         return Backend("vertex", "conform_vertex", config, lambda step_run: [], check_local_cpus)
     import json
     import os
+    import uuid
 
     from fixtures.vertex_fake import TERMINAL
 
@@ -320,21 +322,25 @@ def vertex_backend(request: Any) -> Backend:
 
     fake = request.getfixturevalue("vertex_fake")
     engine = request.getfixturevalue("podman_engine")
-    s3 = request.getfixturevalue("s3_server")
-    bucket = request.getfixturevalue("s3_bucket")  # the AWS chain of this process (and its subprocesses)
-    # the conformance steps' sentinel and counter files live under tmp_path: the fake's worker shares it
+    gcs = request.getfixturevalue("gcs_emulator")
+    bucket = gcs.new_bucket()
+    # the conformance steps' sentinel and counter files live under tmp_path: the fake's worker shares it (and
+    # runs the job with host networking: the emulator on 127.0.0.1 is the container's too)
     fake.shared_paths = [str(request.getfixturevalue("tmp_path"))]
     ctx = get_context()
     ctx.ensure_defaults()
-    store = ctx.store.create_component("artifact_store", "vertex_s3", "s3", {"path": f"s3://{bucket}/conveyor",
-                                                                              "endpoint_url": s3.endpoint_url})
+    token = f"ya29.conveyor-conformance-{uuid.uuid4().hex}"  # an OAuth2 access token; the emulator checks none
+    ctx.vault.set("gcp", {"token": token}, replace=False)
+    store = ctx.store.create_component("artifact_store", "vertex_gcs", "gcs", {
+        "path": f"gs://{bucket}/conveyor", "endpoint_url": gcs.endpoint_url, "project": "conveyor-test",
+        "token": "{{gcp.token}}"})
     ids = [c["id"] for c in ctx.store.get_stack("default")["components"] if c["type"] != "artifact_store"]
     ctx.store.set_stack_components("default", [*ids, store])
     reset_contexts()
     # built once per content hash, before any timed test; pre-flight pushes it to the suite's registry, the fake
     # pulls it from there by digest
     docker = {"parent_image": engine.base_image}
-    ensure_image(DockerSettings(**docker), engine.docker_host, extra_requirements=["s3fs"])
+    ensure_image(DockerSettings(**docker), engine.docker_host, extra_requirements=["gcsfs"])
     from fixtures.registry import use_container_registry
 
     use_container_registry(request.getfixturevalue("registry_server").host, "conformance")
@@ -362,15 +368,11 @@ def vertex_backend(request: Any) -> Backend:
 
     def texts(step_run: StepRunView) -> list[tuple[str, str]]:
         """Every request the fake received (CustomJobs, secret metadata, log reads; the secret versions' payloads
-        aside: they are the secret mechanism itself), every log entry, every object of the S3 artifact store."""
+        aside: they are the secret mechanism itself), every log entry, every object of the GCS artifact store."""
         seen = [(f"{method} {path}", body) for method, path, body in fake.requests]
         seen += [(f"log entry {e['insertId']}", json.dumps(e)) for e in fake.entries]
-        client = s3.client()
-        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket):
-            for obj in page.get("Contents", []):
-                data = client.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read()
-                seen.append((f"s3://{bucket}/{obj['Key']}", data.decode("utf-8", "replace")))
-        return seen
+        return seen + [(f"gs://{bucket}/{name}", data.decode("utf-8", "replace"))
+                       for name, data in gcs.objects(bucket).items()]
 
     config = {"project": "conveyor-test", "location": "us-central1", "api_endpoint": fake.url,
               "secret_manager_api_endpoint": fake.url, "logging_api_endpoint": fake.url,
