@@ -196,7 +196,7 @@ def test_names_and_quantities() -> None:
     assert dns1123_name("conveyor-0123456789abcdef-1") == "conveyor-0123456789abcdef-1"
     assert dns1123_name(long) != dns1123_name(long[:-1] + "3")  # shortened names stay distinct
     assert [cpu_quantity(c) for c in (1, 2.0, 0.5, 1.2345)] == ["1", "2", "500m", "1235m"]
-    assert [memory_quantity(b) for b in (2**30, 200 * 10**6, 1536 * 2**20, 1001)] == ["1Gi", "200M", "1536Mi", "1001"]
+    assert [memory_quantity(b) for b in (2**30, 200 * 10**6, 1536 * 2**20, 1001, 32 * 10**9)] == ["1Gi", "200M", "1536Mi", "1001", "32G"]
 
 
 def test_a_step_without_an_image_or_with_an_unreachable_local_store_is_refused_before_submission() -> None:

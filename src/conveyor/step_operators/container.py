@@ -80,7 +80,7 @@ class ContainerStepOperator(BaseStepOperator):
     missing_image_advice: ClassVar[str] = (
         "needs an image with conveyor installed: give the operator an image (conveyor step-operator update NAME "
         "--image=...), or the step settings={'docker': {'image': ...}} (prebuilt) or {'docker': {'parent_image': "
-        "...}} (built and pushed to DockerSettings.target_repository)")
+        "...}} (built, and pushed to the stack's container registry)")
 
     def _config_value(self, name: str) -> Any:
         return getattr(self.config, name, None)

@@ -23,6 +23,9 @@ _SCHEMES = ("az://", "abfs://", "abfss://")
 CREDENTIAL_VARIABLES = ("AZURE_STORAGE_CONNECTION_STRING", "AZURE_STORAGE_ACCOUNT_NAME", "AZURE_STORAGE_ACCOUNT_KEY",
                         "AZURE_STORAGE_SAS_TOKEN", "AZURE_STORAGE_CLIENT_ID", "AZURE_STORAGE_CLIENT_SECRET",
                         "AZURE_STORAGE_TENANT_ID")
+#: azure-core waits 300 s for a response by default: a lost one (seen against Azurite on a loaded machine) stalled
+#: a log read that long; with these it is retried after a minute instead
+TIMEOUTS: dict[str, int] = {"connection_timeout": 20, "read_timeout": 60}
 
 
 class AzureArtifactStoreConfig(BaseArtifactStoreConfig):
@@ -67,7 +70,7 @@ class AzureArtifactStoreConfig(BaseArtifactStoreConfig):
     def storage_options(self) -> dict[str, Any]:
         connection = self._connection_string()
         if connection:
-            return {"connection_string": connection}
+            return {"connection_string": connection, **TIMEOUTS}
         options = self.remote_options()
         if self.account_key:
             options["account_key"] = self.account_key
@@ -77,10 +80,10 @@ class AzureArtifactStoreConfig(BaseArtifactStoreConfig):
 
     def remote_options(self) -> dict[str, Any]:
         """Never the credentials: those travel as environment. With a connection string (which carries the
-        endpoint) nothing: adlfs would prefer an account name given here to the string in the environment."""
+        endpoint) only the timeouts: adlfs would prefer an account name given here to the string in the environment."""
         if self._connection_string() or not self.account_name:
-            return {}
-        return {"account_name": self.account_name}
+            return dict(TIMEOUTS)
+        return {"account_name": self.account_name, **TIMEOUTS}
 
     def remote_environment(self) -> dict[str, str]:
         """The credentials for the remote side, in the variables adlfs reads; each backend delivers them its

@@ -46,12 +46,13 @@ def cpu_quantity(cpus: float) -> str:
 
 
 def memory_quantity(nbytes: int) -> str:
-    """The shortest exact quantity: "1Gi", "200M", or plain bytes."""
-    for suffix, factor in (("Ti", 2**40), ("Gi", 2**30), ("Mi", 2**20), ("Ki", 2**10),
-                           ("T", 10**12), ("G", 10**9), ("M", 10**6), ("k", 10**3)):
-        if nbytes >= factor and nbytes % factor == 0:
-            return f"{nbytes // factor}{suffix}"
-    return str(nbytes)
+    """The shortest exact quantity: "1Gi", "32G", "200M", or plain bytes (binary wins a tie: "1Gi", not
+    "1073741824")."""
+    exact = [f"{nbytes // factor}{suffix}"
+             for suffix, factor in (("Ti", 2**40), ("Gi", 2**30), ("Mi", 2**20), ("Ki", 2**10),
+                                    ("T", 10**12), ("G", 10**9), ("M", 10**6), ("k", 10**3))
+             if nbytes >= factor and nbytes % factor == 0]
+    return min(exact, key=len, default=str(nbytes))
 
 
 def container_resources(resources: ResourceSettings) -> dict[str, dict[str, str]]:

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 from pydantic import Field, field_validator
 
 from conveyor.config.base import BaseSettings
+from conveyor.images.settings import DockerSettings
 from conveyor.step_operators.base import BaseStepOperatorConfig, BaseStepOperatorFlavor
 
 if TYPE_CHECKING:
@@ -31,9 +32,11 @@ class ModalStepOperatorConfig(BaseStepOperatorConfig):
     environment_name: str | None = Field(default=None, description="Modal environment; default: the profile's")
     image: str | None = Field(default=None, description=(
         "registry image (Python with conveyor installed) unless a step has 'docker' settings or its own image"))
+    docker_settings: DockerSettings | None = Field(default=None, description=(
+        "image defaults under the pipeline's and step's 'docker' settings (field by field)"))
     docker_host: str | None = Field(default=None, description=(
-        "Docker Engine that builds step images from 'docker' settings without an `image`; set "
-        "DockerSettings.target_repository to a registry Modal can pull from"))
+        "Docker Engine that builds step images from 'docker' settings without an `image`; the image is pushed to the "
+        "stack's container registry, which Modal must be able to pull from"))
     build_network_mode: str | None = Field(default=None, description="network of image builds, e.g. 'host'")
     registry_secret: str | None = Field(default=None, description=(
         "name of a Modal Secret with REGISTRY_USERNAME/REGISTRY_PASSWORD for a private registry"))

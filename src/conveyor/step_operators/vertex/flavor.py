@@ -65,8 +65,8 @@ class VertexStepOperatorConfig(BaseStepOperatorConfig):
     docker_settings: DockerSettings | None = Field(default=None, description=(
         "image defaults under the pipeline's and step's 'docker' settings (field by field)"))
     docker_host: str | None = Field(default=None, description=(
-        "Docker Engine that builds step images (default: DOCKER_HOST); set DockerSettings.target_repository to an "
-        "Artifact Registry repository Vertex can pull from, and push the tag"))
+        "Docker Engine that builds step images (default: DOCKER_HOST); the image is pushed to the stack's container "
+        "registry (Artifact Registry: the gcp flavor) and Vertex pulls it by digest"))
     build_network_mode: str | None = Field(default=None, description="network of image builds, e.g. 'host'")
     service_account_path: str | None = Field(default=None, description=(
         "service account key file Conveyor uses to call Google Cloud; default: Application Default Credentials"))
