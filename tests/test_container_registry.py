@@ -272,7 +272,8 @@ def test_a_bearer_token_registry_is_asked_once_for_a_token_and_an_unreachable_on
     import threading
     from http.server import BaseHTTPRequestHandler, HTTPServer
 
-    from conveyor.images.registry_api import Login, PushTarget, RegistryError, manifest_digest
+    from conveyor.container_registries.base import RegistryLogin
+    from conveyor.images.registry_api import PushTarget, RegistryError, manifest_digest
 
     calls: list[tuple[str, str | None]] = []
 
@@ -305,7 +306,7 @@ def test_a_bearer_token_registry_is_asked_once_for_a_token_and_an_unreachable_on
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         host = f"127.0.0.1:{server.server_address[1]}"
-        target = PushTarget(host, "ml/app", "0123", Login("robot", "pw"), insecure=True)
+        target = PushTarget(host, "ml/app", "0123", RegistryLogin("robot", "pw"), insecure=True)
         assert manifest_digest(target) == "sha256:" + "a" * 64
     finally:
         server.shutdown()

@@ -67,11 +67,16 @@ class BaseContainerRegistry(StackComponent):
         return f"{self.uri}/{name.rsplit('/', 1)[-1]}"
 
     def login(self) -> RegistryLogin | None:
-        """The credentials for this registry, or None for an anonymous one; flavors of clouds fetch a token."""
+        """The credentials for this registry: the configured username and password when given, else what
+        `token_login` fetches."""
         username, password = self.config_value("username"), self.config_value("password")
         secret = password.get_secret_value() if hasattr(password, "get_secret_value") else password
         if username and secret:
             return RegistryLogin(str(username), str(secret))
+        return self.token_login()
+
+    def token_login(self) -> RegistryLogin | None:
+        """Credentials from the cloud's own identity (the cloud flavors); None: an anonymous registry."""
         return None
 
 

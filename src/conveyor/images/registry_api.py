@@ -18,11 +18,14 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from conveyor.exceptions import ConveyorError
 
-__all__ = ["MANIFEST_TYPES", "Login", "PushTarget", "RegistryError", "ensure_pushed", "manifest_digest",
+if TYPE_CHECKING:
+    from conveyor.container_registries.base import RegistryLogin
+
+__all__ = ["MANIFEST_TYPES", "PushTarget", "RegistryError", "ensure_pushed", "manifest_digest",
            "push_image"]
 
 #: what a manifest request accepts: OCI and Docker schema 2, single images and indexes
@@ -37,22 +40,13 @@ class RegistryError(ConveyorError):
 
 
 @dataclass(frozen=True)
-class Login:
-    username: str
-    password: str
-
-    def __repr__(self) -> str:
-        return f"Login(username={self.username!r}, password=***)"
-
-
-@dataclass(frozen=True)
 class PushTarget:
     """`host[:port]/namespace/name:tag` and how to reach it."""
 
     host: str
     repository: str  # path inside the registry: namespace/name
     tag: str
-    login: Login | None = None
+    login: RegistryLogin | None = None
     insecure: bool = False
 
     @property
@@ -72,7 +66,7 @@ class PushTarget:
         return f"{'http' if self.insecure else 'https'}://{self.host}"
 
 
-def _basic(login: Login) -> str:
+def _basic(login: RegistryLogin) -> str:
     return "Basic " + base64.b64encode(f"{login.username}:{login.password}".encode()).decode()
 
 

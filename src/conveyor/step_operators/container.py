@@ -102,12 +102,11 @@ class ContainerStepOperator(BaseStepOperator):
         registry = self.container_registry
         if registry is None:
             return None
-        from conveyor.images.registry_api import Login, PushTarget
+        from conveyor.images.registry_api import PushTarget
 
-        login = registry.login()
         name = plan.repository.rsplit("/", 1)[-1]
         return PushTarget(registry.host, f"{registry.namespace}/{name}".strip("/"), plan.tag.rsplit(":", 1)[1],
-                          Login(login.username, login.password) if login is not None else None, registry.insecure)
+                          registry.login(), registry.insecure)
 
     def _refuse_without_registry(self, info: StepRunInfo) -> None:
         if self.pulls_from_registry and self.container_registry is None:

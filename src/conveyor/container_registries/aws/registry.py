@@ -34,10 +34,7 @@ class AWSContainerRegistry(BaseContainerRegistry):
     def config(self) -> AWSContainerRegistryConfig:
         return self._config  # type: ignore[return-value]
 
-    def login(self) -> RegistryLogin | None:
-        given = super().login()
-        if given is not None:
-            return given
+    def token_login(self) -> RegistryLogin:
         try:
             import boto3
         except ImportError:

@@ -31,10 +31,7 @@ def exchange_token(host: str, access_token: str, *, insecure: bool = False, time
 class AzureContainerRegistry(BaseContainerRegistry):
     """Credentials: the admin user when given, else `DefaultAzureCredential` (environment, managed identity, CLI)."""
 
-    def login(self) -> RegistryLogin | None:
-        given = super().login()
-        if given is not None:
-            return given
+    def token_login(self) -> RegistryLogin:
         try:
             from azure.identity import DefaultAzureCredential
         except ImportError:

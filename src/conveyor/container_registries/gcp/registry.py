@@ -14,10 +14,7 @@ SCOPES = ("https://www.googleapis.com/auth/cloud-platform",)
 class GCPContainerRegistry(BaseContainerRegistry):
     """`gcloud auth application-default login`, a service account key or the metadata server, as google-auth finds."""
 
-    def login(self) -> RegistryLogin | None:
-        given = super().login()
-        if given is not None:
-            return given
+    def token_login(self) -> RegistryLogin:
         try:
             import google.auth
             import google.auth.transport.requests
