@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from conveyor.enums import FailureKind, StepStatus
 from conveyor.store.store import new_id, now
+from conveyor.store.tables import COLUMNS
 
 if TYPE_CHECKING:
     from conveyor.execution.jobspec import StepResult
@@ -26,10 +27,8 @@ if TYPE_CHECKING:
 
 __all__ = ["AttemptRecord", "attempt_failure_kind", "this_host"]
 
-#: the fields an attempt's row keeps beside its id and step run (store/tables.py COLUMNS["step_attempts"])
-_FIELDS = ("number", "status", "failure_kind", "submitted", "queued", "queue_reason", "started", "finished",
-           "published", "backend_job_id", "host", "image_digest", "code_hash", "requested", "peak_rss_bytes",
-           "cpu_seconds", "operator", "operator_flavor", "error", "traceback", "logs_uri")
+#: the fields an attempt's row keeps beside its id and step run
+_FIELDS = tuple(c for c in COLUMNS["step_attempts"] if c not in ("id", "step_run_id"))
 
 
 @cache

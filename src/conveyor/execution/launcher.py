@@ -321,11 +321,15 @@ class StepLauncher:
         return self._attempt.outcome(status, failure.kind, redact(failure.message),
                                      redact(failure.traceback) if failure.traceback else failure.traceback)
 
-    def _end_retried_attempt(self, failure: _Failure) -> None:
-        """A failed attempt that another follows: its outcome is written now (the step run is not finished)."""
-        fields = self._failure_outcome(StepStatus.FAILED, failure)
+    def _end_attempt(self, status: str, failure: _Failure) -> None:
+        """Write a failed attempt's outcome on its own (not with the step run's end)."""
+        fields = self._failure_outcome(status, failure)
         self.s.store.update_attempt(self._attempt.id, **fields)
         self._attempt.written(fields)
+
+    def _end_retried_attempt(self, failure: _Failure) -> None:
+        """A failed attempt that another follows: its outcome is written now (the step run is not finished)."""
+        self._end_attempt(StepStatus.FAILED, failure)
 
     def _end_attempt_quietly(self, err: BaseException) -> None:
         """Best effort on the way out of an unexpected error: the error itself is what the caller must see."""
@@ -334,9 +338,7 @@ class StepLauncher:
         kind = FailureKind.STOPPED if isinstance(err, KeyboardInterrupt) else FailureKind.INTERNAL
         status = StepStatus.STOPPED if kind == FailureKind.STOPPED else StepStatus.FAILED
         try:
-            fields = self._failure_outcome(status, _Failure(f"{type(err).__name__}: {err}", kind))
-            self.s.store.update_attempt(self._attempt.id, **fields)
-            self._attempt.written(fields)
+            self._end_attempt(status, _Failure(f"{type(err).__name__}: {err}", kind))
         except Exception:  # noqa: BLE001, S110 - the store may be what failed
             pass
 
