@@ -230,6 +230,56 @@ def test_concurrent_writers_each_get_their_own_artifacts(remote: Remote, project
     assert not [n for n in remote.objects() if ".tmp-" in n]
 
 
+LOG_WRITER = textwrap.dedent('''
+    """A step's log written by another process (an orchestrator elsewhere), one line per request on stdin."""
+    import json, sys
+    from conveyor.artifacts.store import ArtifactStore
+    from conveyor.execution.logs import StepLog
+
+    root, options, uri = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3]
+    log = StepLog(ArtifactStore(root, options or None), uri)
+    for line in sys.stdin:
+        if line.strip() == "close":
+            break
+        log.append(line)
+        log.write_now()
+        print("stored", flush=True)
+    log.close()
+    print("closed", flush=True)
+''')
+
+
+def test_a_log_another_process_writes_is_read_as_it_grows(remote: Remote, project: Path) -> None:
+    """What `conveyor logs -f` and the dashboard do while a step runs: this process lists the log's folder before
+    the writer has stored anything, so a listing the filesystem cached would hide every later chunk."""
+    from conveyor.execution.logs import LogTail
+
+    store = remote.store()
+    uri = store.join("runs", "r1", "steps", "s", "attempt-1", "logs.txt")
+    script = project / "log_writer.py"
+    script.write_text(LOG_WRITER)
+    writer = subprocess.Popen([sys.executable, str(script), store.root, json.dumps(store.storage_options), uri],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=os.environ.copy())
+    tail = LogTail(store)
+    tail.switch(uri)
+    try:
+        assert tail.read() == ""  # nothing yet: the empty listing is now in this process's cache
+        seen = ""
+        for n in range(3):
+            writer.stdin.write(f"line {n}\n")
+            writer.stdin.flush()
+            assert writer.stdout.readline().strip() == "stored"
+            seen += tail.read()
+            assert seen == "".join(f"line {k}\n" for k in range(n + 1)), seen
+        writer.stdin.write("close\n")
+        writer.stdin.flush()
+        assert writer.stdout.readline().strip() == "closed"
+        assert seen + tail.read() == "line 0\nline 1\nline 2\n"  # nothing twice once the chunks become the file
+    finally:
+        writer.kill()
+        writer.wait()
+
+
 PIPELINE = textwrap.dedent('''
     """Steps in-process and on the `local` step operator, exchanging artifacts only through the store."""
     import os

@@ -286,17 +286,25 @@ def sagemaker_backend(request: Any) -> Backend:
     return Backend("sagemaker", "conform_sagemaker", config, leftovers, check_cpus, texts=texts)
 
 
-def use_s3_artifact_store(path: str, endpoint_url: str) -> None:
-    """Make the project's default stack keep its artifacts in S3 (a remote job cannot see a local directory)."""
+def use_artifact_store(name: str, flavor: str, config: dict[str, Any],
+                       secrets: dict[str, dict[str, str]] | None = None) -> None:
+    """Make the project's default stack keep its artifacts in a remote store (a remote job cannot see a local
+    directory), its credentials first stored as the Conveyor secrets the config refers to."""
     from conveyor.context import get_context, reset_contexts
 
     ctx = get_context()
     ctx.ensure_defaults()
-    store_id = ctx.store.create_component("artifact_store", "s3store", "s3", {"path": path, "endpoint_url": endpoint_url})
-    record = ctx.store.get_stack("default")
-    ids = [c["id"] for c in record["components"] if c["type"] != "artifact_store"] + [store_id]
-    ctx.store.set_stack_components("default", ids)
+    for secret, values in (secrets or {}).items():
+        ctx.vault.set(secret, values, replace=False)
+    store_id = ctx.store.create_component("artifact_store", name, flavor, config)
+    ids = [c["id"] for c in ctx.store.get_stack("default")["components"] if c["type"] != "artifact_store"]
+    ctx.store.set_stack_components("default", [*ids, store_id])
     reset_contexts()
+
+
+def use_s3_artifact_store(path: str, endpoint_url: str) -> None:
+    """Make the project's default stack keep its artifacts in S3."""
+    use_artifact_store("s3store", "s3", {"path": path, "endpoint_url": endpoint_url})
 
 
 def vertex_backend(request: Any) -> Backend:
@@ -316,7 +324,6 @@ def vertex_backend(request: Any) -> Backend:
 
     from fixtures.vertex_fake import TERMINAL
 
-    from conveyor.context import get_context, reset_contexts
     from conveyor.images.build import ensure_image
     from conveyor.images.settings import DockerSettings
 
@@ -327,16 +334,10 @@ def vertex_backend(request: Any) -> Backend:
     # the conformance steps' sentinel and counter files live under tmp_path: the fake's worker shares it (and
     # runs the job with host networking: the emulator on 127.0.0.1 is the container's too)
     fake.shared_paths = [str(request.getfixturevalue("tmp_path"))]
-    ctx = get_context()
-    ctx.ensure_defaults()
     token = f"ya29.conveyor-conformance-{uuid.uuid4().hex}"  # an OAuth2 access token; the emulator checks none
-    ctx.vault.set("gcp", {"token": token}, replace=False)
-    store = ctx.store.create_component("artifact_store", "vertex_gcs", "gcs", {
-        "path": f"gs://{bucket}/conveyor", "endpoint_url": gcs.endpoint_url, "project": "conveyor-test",
-        "token": "{{gcp.token}}"})
-    ids = [c["id"] for c in ctx.store.get_stack("default")["components"] if c["type"] != "artifact_store"]
-    ctx.store.set_stack_components("default", [*ids, store])
-    reset_contexts()
+    use_artifact_store("vertex_gcs", "gcs", {"path": f"gs://{bucket}/conveyor", "endpoint_url": gcs.endpoint_url,
+                                             "project": "conveyor-test", "token": "{{gcp.token}}"},
+                       {"gcp": {"token": token}})
     # built once per content hash, before any timed test; pre-flight pushes it to the suite's registry, the fake
     # pulls it from there by digest
     docker = {"parent_image": engine.base_image}
@@ -387,8 +388,8 @@ def vertex_backend(request: Any) -> Backend:
 def azureml_backend(request: Any) -> Backend:
     """Azure ML through the official SDK (`MLClient`, Key Vault's `SecretClient`, `DefaultAzureCredential`) pointed
     at a local HTTPS fake of its REST endpoints (tests/fixtures/azureml_fake.py), whose runner runs each command
-    job's container in Podman; the project's artifact store is S3 on moto, the step's credentials travel through
-    the fake's Key Vault."""
+    job's container in Podman; the project's artifact store is `azure` on Azurite, its account key (a Conveyor
+    secret) travels with the step's other secret variables through the fake's Key Vault."""
     if request.node.originalname == "test_dry_run_matches_the_golden_file":
         # dry_run never connects; the fake's port and the built image's tag change every session
         config = {"subscription_id": "00000000-0000-0000-0000-000000000000", "resource_group": "ml",
@@ -399,25 +400,29 @@ def azureml_backend(request: Any) -> Backend:
     import os
 
     from fixtures.azureml_fake import TERMINAL
+    from fixtures.azurite import ACCOUNT, ACCOUNT_KEY
 
     from conveyor.images.build import ensure_image
     from conveyor.images.settings import DockerSettings
 
     fake = request.getfixturevalue("azureml_fake")
     engine = request.getfixturevalue("podman_engine")
-    s3 = request.getfixturevalue("s3_server")
-    bucket = request.getfixturevalue("s3_bucket")  # the AWS chain of this process (and its subprocesses)
+    azurite = request.getfixturevalue("azurite")
+    container = azurite.new_container()
     monkeypatch = request.getfixturevalue("monkeypatch")
     for key, value in fake.env().items():  # the orchestrator's managed identity, and trust in the fake's CA
         monkeypatch.setenv(key, value)
     monkeypatch.setenv("AZUREML_CURRENT_CLOUD", "AzureCloud")  # MLClient sets it process-wide: undone after
     # the conformance steps' sentinel and counter files live under tmp_path: the fake's runner shares it
     fake.shared_paths = [str(request.getfixturevalue("tmp_path"))]
-    use_s3_artifact_store(f"s3://{bucket}/conveyor", s3.endpoint_url)
+    use_artifact_store("azureml_blob", "azure", {"path": f"az://{container}/conveyor",
+                                                 "endpoint_url": azurite.endpoint_url, "account_name": ACCOUNT,
+                                                 "account_key": "{{azure.key}}"},
+                       {"azure": {"key": ACCOUNT_KEY}})
     # the step image, built once per content hash before any timed test; pre-flight pushes it to the suite's
     # registry (as to the workspace's ACR) and the fake pulls it from there by digest
     ensure_image(DockerSettings(parent_image=engine.base_image), engine.docker_host,
-                 extra_requirements=["s3fs", "azure-identity", "azure-keyvault-secrets"])
+                 extra_requirements=["adlfs", "azure-identity", "azure-keyvault-secrets"])
     from fixtures.registry import use_container_registry
 
     use_container_registry(request.getfixturevalue("registry_server").host, "conformance")
@@ -442,16 +447,12 @@ def azureml_backend(request: Any) -> Backend:
 
     def texts(step_run: StepRunView) -> list[tuple[str, str]]:
         """Every request the fake received (job definitions, environments, Key Vault calls with the secret
-        values themselves left out: they are the secret mechanism), every job's std_log, every S3 object."""
+        values themselves left out: they are the secret mechanism), every job's std_log, every blob of the store."""
         seen = [(f"{method} {path}", body) for method, path, body in fake.requests]
         seen += [(f"job {j.name} as stored", json.dumps(j.body)) for j in fake.jobs.values()]
         seen += [(f"std_log of {j.name}", j.log) for j in fake.jobs.values()]
-        client = s3.client()
-        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket):
-            for obj in page.get("Contents", []):
-                data = client.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read()
-                seen.append((f"s3://{bucket}/{obj['Key']}", data.decode("utf-8", "replace")))
-        return seen
+        return seen + [(f"az://{container}/{name}", data.decode("utf-8", "replace"))
+                       for name, data in azurite.objects(container).items()]
 
     config = {"subscription_id": "00000000-0000-0000-0000-000000000000", "resource_group": "ml",
               "workspace_name": "conveyor-ws", "resource_manager_url": fake.url, "docker_host": engine.docker_host,

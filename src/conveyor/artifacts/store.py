@@ -205,10 +205,12 @@ class ArtifactStore:
 
     def refresh(self, uri: str) -> None:
         """Forget what this process's filesystem cached of `uri`'s folder: another process writes it (a log being
-        written by an orchestrator elsewhere), and s3fs/gcsfs keep listings until told. Local paths cache nothing."""
+        written by an orchestrator elsewhere), and s3fs/gcsfs/adlfs keep listings until told. Local paths cache
+        nothing. The listing cache is keyed by paths without the protocol, and adlfs (unlike s3fs) does not strip
+        it from what it is given: a `az://` path would leave the listing in place and a reader waiting forever."""
         if self.is_local:
             return
-        path = self._resolve(uri).rstrip("/")
+        path = self.fs._strip_protocol(self._resolve(uri)).rstrip("/")
         invalidate = getattr(self.fs, "invalidate_cache", None)
         if invalidate is not None:
             invalidate(path)
