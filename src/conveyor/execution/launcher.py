@@ -15,6 +15,7 @@ from conveyor.artifacts.layout import AttemptLayout
 from conveyor.enums import FailureKind, StepStatus
 from conveyor.exceptions import MEMORY_ADVICE, ResourceUnavailableError, StepFailedError
 from conveyor.execution.attempt_record import AttemptRecord, this_host
+from conveyor.execution.handover import Handover, can_hand_over
 from conveyor.execution.jobspec import ArtifactRef, JobSpec, JobSpecError, OutputSlot, StepResult, sys_exit_message
 from conveyor.secrets.runtime import mark_for_redaction, redact
 from conveyor.store.store import new_id, now
@@ -68,6 +69,8 @@ class RunState:
     outputs: dict[str, dict[str, ArtifactRef]] = field(default_factory=dict)
     statuses: dict[str, StepStatus | str] = field(default_factory=dict)
     in_process_threads: dict[str, int] = field(default_factory=dict)
+    #: large arrays passed from an in-process step to its one in-process reader in memory (execution/handover.py)
+    handover: Handover = field(default_factory=Handover)
     #: on resume: step name -> {"attempt": n, "submission": receipt} of a backend job to follow, not resubmit
     reattach: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: on resume: step name -> attempts already made, so new attempts get new directories
@@ -415,9 +418,13 @@ class StepLauncher:
             try:
                 with capture.capture_thread(log.append), Watchdog(self.spec["timeout"]), \
                         process_environment(step_environment(self.spec["settings"])):
-                    values = load_inputs(inputs, self.s.artifacts)
+                    values = self.s.handover.take({arg: ref.uri for arg, ref in inputs.items()})
+                    values.update(load_inputs({a: r for a, r in inputs.items() if a not in values}, self.s.artifacts))
+                    kept: dict[str, Any] = {}
                     metas = run_function(func, self.name, self.spec["parameters"], values, outputs, self.s.artifacts,
-                                         context=context, hooks=self._in_process_hooks())
+                                         context=context, hooks=self._in_process_hooks(),
+                                         keep=lambda name, value: self._keep(name, value, kept))
+                    del values
             finally:
                 self.s.in_process_threads.pop(self.name, None)
                 self._recorded = context.record
@@ -439,7 +446,20 @@ class StepLauncher:
             except ArtifactStoreError as err:  # the log's last lines did not fit: fails a step that had not failed
                 if sys.exc_info()[1] is None:
                     raise _Failure(str(err), FailureKind.STORE) from None
+        self.s.handover.offer({outputs[n].uri: value for n, value in kept.items()})
         return {n: ArtifactRef.saved(outputs[n].uri, m) for n, m in metas.items()}
+
+    def _keep(self, output: str, value: Any, kept: dict[str, Any]) -> bool:
+        """Whether `value` goes to its reader in memory: a large array read by exactly one step, which runs in this
+        process too (execution/handover.py); offered once this attempt has succeeded."""
+        if not can_hand_over(value):
+            return False
+        readers = [step for step in self.s.snapshot.order for src in self.s.snapshot.step_spec(step)["inputs"].values()
+                   if src["step"] == self.name and src["output"] == output]
+        if len(readers) != 1 or self.s.resolved[readers[0]].operator is not None:
+            return False
+        kept[output] = value
+        return True
 
     # -- the in-step API: context, hooks, and what the step recorded (conveyor.steps.context) -----------------
     def _step_context(self, layout: AttemptLayout, outputs: dict[str, OutputSlot]) -> "StepContext":

@@ -48,13 +48,15 @@ def resolve_type(path: str) -> Any:
 
 def run_function(func: Callable[..., Any], step_name: str, parameters: Mapping[str, Any], inputs: Mapping[str, Any],
                  outputs: Mapping[str, "OutputSlot"], store: "ArtifactStore", *,
-                 context: "StepContext | None" = None, hooks: "StepHooks | None" = None) -> dict[str, Any]:
+                 context: "StepContext | None" = None, hooks: "StepHooks | None" = None,
+                 keep: Callable[[str, Any], bool] | None = None) -> dict[str, Any]:
     """Call the function and save each output atomically at its pre-allocated URI; returns name -> ArtifactMeta.
 
     `context` is what `get_step_context()` returns meanwhile (hooks included); `on_success` runs once the outputs
     are saved, `on_failure` when the function or saving raised (not on a stop or timeout), before the error goes on.
+    `keep(name, value)` is asked before each output is saved: True when the caller keeps the value in memory for
+    its reader (execution/handover.py), so that the stored copy need not stay in the page cache.
     """
-    from conveyor.artifacts.materializers import save_artifact
     from conveyor.steps.context import running_step
 
     with running_step(context) if context is not None else nullcontext():
@@ -64,7 +66,7 @@ def run_function(func: Callable[..., Any], step_name: str, parameters: Mapping[s
             from conveyor.steps.type_checks import check_outputs
 
             check_outputs(step_name, func, values)  # before anything is stored: `-> int` returning a str fails the step
-            metas = {name: save_artifact(values[name], o.uri, store, resolve_type(o.type))
+            metas = {name: _save(values[name], o, store, keep is not None and keep(name, values[name]))
                      for name, o in outputs.items()}
         except (Exception, SystemExit) as err:
             if hooks is not None:
@@ -73,6 +75,17 @@ def run_function(func: Callable[..., Any], step_name: str, parameters: Mapping[s
         if hooks is not None:
             hooks.succeeded()
     return metas
+
+
+def _save(value: Any, output: "OutputSlot", store: "ArtifactStore", kept: bool) -> Any:
+    from conveyor.artifacts.materializers import save_artifact
+
+    if not kept:
+        return save_artifact(value, output.uri, store, resolve_type(output.type))
+    from conveyor.artifacts.materializers._npy import past_the_page_cache
+
+    with past_the_page_cache():
+        return save_artifact(value, output.uri, store, resolve_type(output.type))
 
 
 def context_from_job(spec: "JobSpec", store: "ArtifactStore") -> "StepContext":

@@ -103,6 +103,7 @@ class LocalOrchestrator(BaseOrchestrator):
             try:
                 if status != StepStatus.COMPLETED:
                     self._settle_steps(state)
+                state.handover.clear()  # arrays no reader took (it was cached, stopped, or never ran)
                 state.store.update_run(state.run_id, status=status, end_time=now(), heartbeat=now())
                 display.stop(status)
                 capture.uninstall()
