@@ -85,6 +85,20 @@ def test_register_list_describe_update_and_delete_like_every_component(conveyor_
     assert json.loads(conveyor_cli("container-registry", "list", "--output", "json").stdout) == []
 
 
+def test_a_plain_password_is_stored_as_given_with_a_warning_that_names_the_secret_to_use(conveyor_cli: Any) -> None:
+    """A password typed as a value (not a {{name.key}} reference) is kept as given: the CLI says so and how to
+    keep it in a secret, and never echoes it back."""
+    made = conveyor_cli("container-registry", "register", "images", "--flavor=default", "--uri=127.0.0.1:5000/ml",
+                        "--username=ml", "--password=hunter2")
+    fix = "conveyor secret create images password=...`, then --password={{images.password}}"
+    assert "password is kept in plain text" in made.stderr and fix in made.stderr, made.stderr
+    changed = conveyor_cli("container-registry", "update", "images", "--password=hunter3")
+    assert "hunter3" not in changed.stdout + changed.stderr and fix in changed.stderr
+    conveyor_cli("secret", "create", "images", "password=hunter4")
+    referenced = conveyor_cli("container-registry", "update", "images", "--password={{images.password}}")
+    assert "plain text" not in referenced.stderr and "hunter4" not in referenced.stdout + referenced.stderr
+
+
 def test_a_stack_without_a_registry_is_refused_before_the_run_naming_the_fix(project: Path, tmp_path: Path) -> None:
     from testkit import add_step_operator
 

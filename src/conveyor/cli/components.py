@@ -55,6 +55,13 @@ def _name_and_fields(kind: Kind, args: tuple[str, ...]) -> tuple[str, dict[str, 
     return positionals[0], fields
 
 
+def _warn_plain_secrets(name: str, fields: tuple[str, ...]) -> None:
+    """A secret field given as a plain value is stored as given: say so, and how to keep it in a secret."""
+    for field in fields:
+        note(f"warning: {field} is kept in plain text in the metadata store. Keep it in a secret instead: "
+             f"`conveyor secret create {name} {field}=...`, then --{field}={{{{{name}.{field}}}}}")
+
+
 def _plural(noun: str) -> str:
     """"container registry" -> "container registries", "step operator" -> "step operators"."""
     return noun[:-1] + "ies" if noun.endswith("y") else noun + "s"
@@ -98,8 +105,9 @@ def make_group(kind: Kind) -> click.Group:
 
         name, fields = _name_and_fields(kind, args)
         ctx = get_ctx()
-        Client(ctx).register_component(kind.value, name, flavor, **fields)
+        saved = Client(ctx).register_component(kind.value, name, flavor, **fields)
         say(f"Registered {kind.label} {name!r} (flavor {flavor!r}).", style="green")
+        _warn_plain_secrets(name, saved.plain_secrets)
         if kind is STEP_OPERATOR:
             say(f"Add it to a stack with `conveyor stack update {ctx.active_stack_name} -s {name}`, then use it with "
                 f"@step(step_operator={name!r}).")
@@ -182,8 +190,10 @@ def make_group(kind: Kind) -> click.Group:
         from conveyor.client import Client
 
         name, fields = _name_and_fields(kind, args)
-        Client(get_ctx()).update_component(kind.value, name, **fields)
-        say(f"Updated {kind.label} {name!r}: {', '.join(f'{k}={v}' for k, v in fields.items())}.", style="green")
+        saved = Client(get_ctx()).update_component(kind.value, name, **fields)
+        shown = ", ".join(f"{k}={SECRET_MASK if k in saved.plain_secrets else v}" for k, v in fields.items())
+        say(f"Updated {kind.label} {name!r}: {shown}.", style="green")
+        _warn_plain_secrets(name, saved.plain_secrets)
 
     @group.command("delete", help=f"""Delete {kind.label} NAME; refused while a stack uses it.
 

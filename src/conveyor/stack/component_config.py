@@ -12,7 +12,7 @@ from typing import Any
 
 from conveyor.exceptions import ConfigError
 
-__all__ = ["config_to_store", "field_hints", "validate_config"]
+__all__ = ["config_to_store", "field_hints", "plain_secret_fields", "validate_config"]
 
 
 def field_hints(unknown: Iterable[str], valid: list[str]) -> str:
@@ -45,3 +45,15 @@ def config_to_store(model: Any, raw: dict[str, Any]) -> dict[str, Any]:
         if isinstance(getattr(model, key, None), (SecretStr, SecretBytes)):
             dumped[key] = raw[key]
     return dumped
+
+
+def plain_secret_fields(model: Any, given: dict[str, Any]) -> tuple[str, ...]:
+    """The secret fields (SecretStr, SecretBytes) among `given` set to a plain value rather than a `{{name.key}}`
+    reference: the store keeps such a value as given, so the CLI says how to keep it in a secret instead."""
+    from pydantic import SecretBytes, SecretStr
+
+    from conveyor.secrets.references import has_references
+
+    return tuple(sorted(key for key, value in given.items()
+                        if isinstance(getattr(model, key, None), (SecretStr, SecretBytes))
+                        and not has_references(value)))

@@ -75,6 +75,8 @@ class ComponentSaved:
     name: str
     flavor: str
     config: dict[str, Any]
+    #: secret fields (SecretStr) given as a plain value, not a {{name.key}} reference: stored as given
+    plain_secrets: tuple[str, ...] = ()
 
 
 def get_component(store: "MetadataStore", type_: ComponentType | str, name: str) -> dict[str, Any]:
@@ -95,7 +97,7 @@ def register_component(store: "MetadataStore", registry: "FlavorRegistry", type_
     before anything is saved."""
     from conveyor.config.names import check_name
     from conveyor.integrations import require_flavor_integration
-    from conveyor.stack.component_config import config_to_store, validate_config
+    from conveyor.stack.component_config import config_to_store, plain_secret_fields, validate_config
 
     ctype = ComponentType(type_)
     label = _label(ctype)
@@ -109,14 +111,14 @@ def register_component(store: "MetadataStore", registry: "FlavorRegistry", type_
     model = validate_config(flavor_obj.config_class, fields, f"{label} {name!r} (flavor {flavor!r})")
     stored = config_to_store(model, fields)
     cid = store.create_component(ctype.value, name, flavor, stored)
-    return ComponentSaved(ctype, cid, name, flavor, stored)
+    return ComponentSaved(ctype, cid, name, flavor, stored, plain_secret_fields(model, fields))
 
 
 def update_component(store: "MetadataStore", registry: "FlavorRegistry", type_: ComponentType | str, name: str,
                      changes: Mapping[str, Any]) -> ComponentSaved:
     """Merge `changes` into the config of component `name`; the result is validated before it is saved."""
     from conveyor.integrations import require_flavor_integration
-    from conveyor.stack.component_config import config_to_store, validate_config
+    from conveyor.stack.component_config import config_to_store, plain_secret_fields, validate_config
 
     ctype = ComponentType(type_)
     label, cli = _label(ctype), ctype.cli_name
@@ -131,7 +133,7 @@ def update_component(store: "MetadataStore", registry: "FlavorRegistry", type_: 
     model = validate_config(flavor.config_class, merged, f"{label} {name!r} (flavor {record['flavor']!r})")
     stored = config_to_store(model, merged)
     store.update_component(ctype.value, name, stored)
-    return ComponentSaved(ctype, record["id"], name, record["flavor"], stored)
+    return ComponentSaved(ctype, record["id"], name, record["flavor"], stored, plain_secret_fields(model, changes))
 
 
 def delete_component(store: "MetadataStore", type_: ComponentType | str, name: str) -> None:
