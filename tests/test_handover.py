@@ -1,7 +1,9 @@
 """A large ndarray handed from an in-process step to its one in-process reader in memory (execution/handover.py):
 the reader gets the producer's array itself only where no one else could see what it does to it; otherwise, and
-on a retry, it loads the stored copy, which the reader's changes never reach. The threshold is lowered here so
-that small arrays stand for large ones (bench/ndarray_handoff.py measures a 1 GiB one)."""
+on a retry, it loads the stored copy, which the reader's changes never reach. An array nothing else references is
+written giving its pages back as it goes (artifacts/materializers/_npy.py), and one something references is
+left whole. The thresholds are lowered here so that small arrays stand for large ones (bench/ndarray_handoff.py
+measures a 1 GiB one)."""
 
 from __future__ import annotations
 
@@ -15,8 +17,8 @@ import numpy as np
 import pytest
 
 from conveyor import pipeline, step
-from conveyor.artifacts import ArtifactStore, load_artifact, save_artifact
-from conveyor.artifacts.materializers._npy import past_the_page_cache
+from conveyor.artifacts.materializers import _npy
+from conveyor.artifacts.materializers._npy import Writing, write_npy, writing
 from conveyor.execution import handover
 
 N = 1 << 16  # 512 KiB of float64, over the lowered threshold
@@ -29,6 +31,7 @@ KEPT: list[np.ndarray] = []  # a producer that keeps its output
 @pytest.fixture(autouse=True)
 def _small_threshold(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(handover, "HANDOVER_MIN_BYTES", 1 << 18)
+    monkeypatch.setattr(_npy, "RELEASE_MIN_BYTES", 1 << 18)
     SEEN.clear()
     KEPT.clear()
 
@@ -197,14 +200,84 @@ def test_a_view_a_read_only_array_or_a_small_one_is_never_held() -> None:
     assert not handover.can_hand_over(list(range(N)))
 
 
-def test_an_array_written_past_the_page_cache_is_the_file_np_save_writes(tmp_path: Path) -> None:
-    store = ArtifactStore(str(tmp_path / "artifacts"))
+@pytest.mark.parametrize("how", [Writing.PAST_THE_CACHE, Writing.RELEASING], ids=["past-the-cache", "releasing"])
+def test_an_array_written_either_way_is_the_file_np_save_writes_with_its_digest(tmp_path: Path, how: Writing) -> None:
+    import hashlib
+
     small = np.random.default_rng(0).random((3 << 20) // 8 + 5)  # within one 16 MiB chunk, not whole pages
-    big = np.arange((40 << 20) // 8, dtype=np.float64)  # three chunks, the last one partial
+    big = np.arange((40 << 20) // 8 + 3, dtype=np.float64)  # three chunks, the last one partial
     for name, value in (("small", small), ("big", big)):
-        with past_the_page_cache():
-            save_artifact(value, store.join(name), store)
         expected = io.BytesIO()
         np.save(expected, value, allow_pickle=False)
-        assert Path(store.join(name), "data.npy").read_bytes() == expected.getvalue()
-        np.testing.assert_array_equal(load_artifact(store.join(name), store), value)
+        path = tmp_path / f"{name}.npy"
+        with open(path, "wb") as fh, writing(how):
+            size, digest = write_npy(fh, value)
+        assert path.read_bytes() == expected.getvalue()
+        assert (size, digest) == (len(expected.getvalue()), hashlib.sha256(expected.getvalue()).hexdigest())
+    if how is Writing.RELEASING:  # the pages were given back: what is left of the array reads as zeros
+        assert not big[big.size // 2:big.size // 2 + 4096].any()
+    else:
+        assert big[-1] == big.size - 1
+
+
+def test_an_array_is_only_released_into_a_local_file(tmp_path: Path) -> None:
+    """A remote store's file object may keep the slices it is given to send later: there the array stays whole."""
+    big = np.arange((2 << 20) // 8, dtype=np.float64)
+    with writing(Writing.RELEASING):
+        write_npy(io.BytesIO(), big)
+    np.testing.assert_array_equal(big, np.arange((2 << 20) // 8, dtype=np.float64))
+
+
+@step
+def both(n: int) -> tuple[Annotated[np.ndarray, "a"], Annotated[np.ndarray, "b"]]:
+    x = np.arange(n, dtype=np.float64)
+    return x, x  # one array, two outputs: saving the first must not give its pages back
+
+
+@pipeline(enable_cache=False)
+def twice(n: int = N) -> None:
+    both(n)  # no reader: neither output is held for one, so each is saved as owned if nothing else holds it
+
+
+def test_an_array_returned_as_two_outputs_is_stored_whole_as_both() -> None:
+    run = twice()
+    assert run.status == "completed"
+    for output in ("a", "b"):
+        np.testing.assert_array_equal(run.steps["both"].outputs[output].load(), np.arange(N, dtype=np.float64))
+
+
+@pipeline(enable_cache=False)
+def kept_and_unread(n: int = N) -> None:
+    make_and_keep(n)
+
+
+def test_an_array_the_step_still_references_keeps_its_memory_when_saved() -> None:
+    run = kept_and_unread()
+    assert run.status == "completed"
+    np.testing.assert_array_equal(KEPT[0], np.arange(N, dtype=np.float64))  # not given back as it was written
+    np.testing.assert_array_equal(_stored(run, "make_and_keep"), np.arange(N, dtype=np.float64))
+
+
+BIG = (64 << 20) // 8 + 3  # over the real threshold (a step process is not monkeypatched), not whole pages
+
+
+@step(step_operator="local")
+def make_big(n: int) -> np.ndarray:
+    return np.arange(n, dtype=np.float64)
+
+
+@step(step_operator="local")
+def sum_big(x: np.ndarray) -> float:
+    return float(x.sum())
+
+
+@pipeline(enable_cache=False)
+def through_step_processes(n: int = BIG) -> None:
+    sum_big(make_big(n))
+
+
+def test_a_large_array_from_a_step_process_arrives_whole() -> None:
+    run = through_step_processes()
+    assert run.status == "completed"
+    assert run.steps["sum_big"].outputs["output"].load() == _arange_sum(BIG)
+    np.testing.assert_array_equal(run.steps["make_big"].outputs["output"].load(), np.arange(BIG, dtype=np.float64))

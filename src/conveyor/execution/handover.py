@@ -3,7 +3,7 @@
 An in-process step's output is always saved to the artifact store (lineage, caching, `load()` later). When the
 output is a large ndarray that exactly one step reads, and that step runs in this process too, the reader gets the
 producer's array itself instead of mapping the file just written: no second pass over the data, and the file's
-pages need not stay in the page cache (the writer drops them, see `artifacts/materializers/_npy.py`).
+pages need not stay in the page cache (it is written `Writing.PAST_THE_CACHE`, see `artifacts/materializers/_npy.py`).
 
 That is only the same as loading when nothing else can see the array: it must own its memory (not a view of
 something another object holds), be writable (as a loaded copy-on-write map is), and at hand-over time no

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from contextlib import nullcontext
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
@@ -66,8 +67,14 @@ def run_function(func: Callable[..., Any], step_name: str, parameters: Mapping[s
             from conveyor.steps.type_checks import check_outputs
 
             check_outputs(step_name, func, values)  # before anything is stored: `-> int` returning a str fails the step
-            metas = {name: _save(values[name], o, store, keep is not None and keep(name, values[name]))
-                     for name, o in outputs.items()}
+            del value  # (a tuple of outputs): below, each output's only references are known
+            metas: dict[str, Any] = {}
+            for name, o in outputs.items():
+                output = values.pop(name)
+                kept = keep is not None and keep(name, output)
+                # `output` and getrefcount's argument: nothing else (the step's globals, another output) holds it
+                metas[name] = _save(output, o, store, kept, owned=not kept and sys.getrefcount(output) <= 2)
+                del output
         except (Exception, SystemExit) as err:
             if hooks is not None:
                 hooks.failed(err)
@@ -77,14 +84,17 @@ def run_function(func: Callable[..., Any], step_name: str, parameters: Mapping[s
     return metas
 
 
-def _save(value: Any, output: "OutputSlot", store: "ArtifactStore", kept: bool) -> Any:
+def _save(value: Any, output: "OutputSlot", store: "ArtifactStore", kept: bool, owned: bool) -> Any:
+    """Save one output. A large array kept for its reader in memory is written past the page cache; one that
+    nothing else references (`owned`) and that is dropped once saved gives its pages back as they are written
+    (artifacts/materializers/_npy.py)."""
     from conveyor.artifacts.materializers import save_artifact
 
-    if not kept:
+    if not kept and not owned:
         return save_artifact(value, output.uri, store, resolve_type(output.type))
-    from conveyor.artifacts.materializers._npy import past_the_page_cache
+    from conveyor.artifacts.materializers._npy import Writing, writing
 
-    with past_the_page_cache():
+    with writing(Writing.PAST_THE_CACHE if kept else Writing.RELEASING):
         return save_artifact(value, output.uri, store, resolve_type(output.type))
 
 
