@@ -258,6 +258,20 @@ def test_an_array_the_step_still_references_keeps_its_memory_when_saved() -> Non
     np.testing.assert_array_equal(_stored(run, "make_and_keep"), np.arange(N, dtype=np.float64))
 
 
+@pipeline(enable_cache=False)
+def unread(n: int = N) -> None:
+    make(n)
+
+
+def test_an_array_nothing_else_references_gives_its_pages_back_as_it_is_written(monkeypatch: pytest.MonkeyPatch) -> None:
+    given: list[int] = []
+    monkeypatch.setattr(_npy, "_give_back", lambda address, length: given.append(length))
+    run = unread()
+    assert run.status == "completed"
+    assert sum(given) == N * 8  # every chunk of it, once written and hashed
+    np.testing.assert_array_equal(_stored(run, "make"), np.arange(N, dtype=np.float64))
+
+
 BIG = (64 << 20) // 8 + 3  # over the real threshold (a step process is not monkeypatched), not whole pages
 
 

@@ -72,8 +72,10 @@ def run_function(func: Callable[..., Any], step_name: str, parameters: Mapping[s
             for name, o in outputs.items():
                 output = values.pop(name)
                 kept = keep is not None and keep(name, output)
-                # `output` and getrefcount's argument: nothing else (the step's globals, another output) holds it
-                metas[name] = _save(output, o, store, kept, owned=not kept and sys.getrefcount(output) <= 2)
+                # `output` and getrefcount's argument: nothing else (the step's globals, another output) holds it.
+                # Asked on its own line: inside the call below, the argument being passed would count too
+                owned = not kept and sys.getrefcount(output) <= 2
+                metas[name] = _save(output, o, store, kept, owned)
                 del output
         except (Exception, SystemExit) as err:
             if hooks is not None:
