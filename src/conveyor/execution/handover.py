@@ -28,11 +28,9 @@ HANDOVER_MIN_BYTES = 64 << 20
 
 def can_hand_over(value: Any) -> bool:
     """A plain ndarray the reader may have as its own: it owns its (writable) memory and is large."""
-    np = sys.modules.get("numpy")
-    if np is None or type(value) is not np.ndarray:
-        return False
-    flags = value.flags
-    return value.base is None and flags.owndata and flags.writeable and value.nbytes >= HANDOVER_MIN_BYTES
+    from conveyor.artifacts.materializers._npy import owns_large_buffer
+
+    return owns_large_buffer(value, HANDOVER_MIN_BYTES) and value.flags.writeable
 
 
 class Handover:

@@ -50,10 +50,9 @@ def config_to_store(model: Any, raw: dict[str, Any]) -> dict[str, Any]:
 def plain_secret_fields(model: Any, given: dict[str, Any]) -> tuple[str, ...]:
     """The secret fields (SecretStr, SecretBytes) among `given` set to a plain value rather than a `{{name.key}}`
     reference: the store keeps such a value as given, so the CLI says how to keep it in a secret instead."""
-    from pydantic import SecretBytes, SecretStr
-
     from conveyor.secrets.references import has_references
+    from conveyor.stack.flavor_description import secret_field_names
 
+    secret = secret_field_names(type(model))
     return tuple(sorted(key for key, value in given.items()
-                        if isinstance(getattr(model, key, None), (SecretStr, SecretBytes))
-                        and not has_references(value)))
+                        if key in secret and value is not None and not has_references(value)))

@@ -30,9 +30,10 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
+from functools import cache
 from typing import IO, Any
 
-__all__ = ["RELEASE_MIN_BYTES", "Writing", "can_release", "write_npy", "writing"]
+__all__ = ["RELEASE_MIN_BYTES", "Writing", "can_release", "owns_large_buffer", "write_npy", "writing"]
 
 #: below this the digest runs inline: starting a thread costs more than it saves
 _THREAD_MIN_BYTES = 8 << 20
@@ -62,12 +63,18 @@ def writing(how: Writing) -> Iterator[None]:
         _WRITING.reset(token)
 
 
-def can_release(value: Any) -> bool:
-    """A large plain ndarray that owns its memory: its pages may be given back as they are written (the caller
-    makes sure nothing else references it)."""
+def owns_large_buffer(value: Any, min_bytes: int) -> bool:
+    """A plain ndarray (no subclass, no view) that owns its memory, of at least `min_bytes`: what may be given
+    away whole, to the kernel here or to a reader (execution/handover.py), once nothing else references it."""
     np = sys.modules.get("numpy")
     return (np is not None and type(value) is np.ndarray and value.base is None and value.flags.owndata
-            and value.nbytes >= RELEASE_MIN_BYTES and sys.platform.startswith("linux"))
+            and value.nbytes >= min_bytes)
+
+
+def can_release(value: Any) -> bool:
+    """A large array whose pages may be given back as they are written (the caller makes sure nothing else
+    references it)."""
+    return sys.platform.startswith("linux") and owns_large_buffer(value, RELEASE_MIN_BYTES)
 
 
 def write_npy(fh: IO[bytes], array: Any) -> tuple[int, str] | None:
@@ -164,19 +171,14 @@ def _give_back(address: int, length: int) -> None:
         _libc().madvise(lo, hi - lo, mmap.MADV_DONTNEED)
 
 
-_LIBC: Any = None
-
-
+@cache
 def _libc() -> Any:
-    global _LIBC
-    if _LIBC is None:
-        import ctypes
+    import ctypes
 
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
-        libc.madvise.restype = ctypes.c_int
-        _LIBC = libc
-    return _LIBC
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    libc.madvise.restype = ctypes.c_int
+    return libc
 
 
 def _local_fd(fh: IO[bytes]) -> int | None:
