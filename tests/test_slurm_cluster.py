@@ -301,8 +301,10 @@ def test_time_limit(slurm: SlurmCluster) -> None:
     job_id = slurm.submit("sleep 600\n", "--time=1", name="timeout")
     info = slurm.wait_job(job_id, timeout=300)
     elapsed = time.monotonic() - start
-    assert (info["JobState"], info["Reason"], info["ExitCode"], info["DerivedExitCode"]) == (
-        "TIMEOUT", "TimeLimit", "0:15", "0:0",
-    )  # fmt: skip
+    assert (info["JobState"], info["Reason"], info["DerivedExitCode"]) == ("TIMEOUT", "TimeLimit", "0:0")
+    # Slurm sends SIGTERM to every process of the step at once: the batch shell is either killed by it
+    # ("0:15") or reaps its killed `sleep` first and exits with 128+15 ("143:0"), which of the two
+    # depends on scheduling, so under load both are seen. Anything else (a clean exit, SIGKILL) is not.
+    assert info["ExitCode"] in ("0:15", "143:0"), info["ExitCode"]
     assert elapsed >= 55, elapsed  # a lower bound only: load can delay the kill, never bring it forward
     assert "DUE TO TIME LIMIT" in Path(info["StdErr"]).read_text()

@@ -233,7 +233,14 @@ def test_a_second_submit_of_the_same_attempt_reattaches_and_a_fresh_operator_fol
     attempt.mkdir()
     info = type(info)(**{**info.__dict__, "attempt_uri": str(attempt), "job_uri": str(attempt / "job.json")})
     (attempt / "job.json").write_text('{"source": {}}')  # no code archive; the entrypoint will refuse the spec
+    # The step's Python waits (in a sitecustomize) until the test lets it go, so the second submit finds the first
+    # still running however slowly the machine runs: without it, a fast failure could end the job first.
+    gate = tmp_path / "gate"
+    gate.mkdir()
+    (gate / "sitecustomize.py").write_text(
+        f"import os, time\nwhile not os.path.exists({str(gate / 'go')!r}):\n    time.sleep(0.05)\n")
     command, environment = entrypoint_request(info, get_context().load_stack().artifact_store)
+    environment["PYTHONPATH"] = str(gate)
     first = operator.submit(info, command, environment)
     fresh = get_context().load_stack().step_operator("loc1")  # a restarted orchestrator
     again = fresh.submit(info, command, environment)
@@ -242,6 +249,7 @@ def test_a_second_submit_of_the_same_attempt_reattaches_and_a_fresh_operator_fol
         assert again.data["pid"] == first.data["pid"] == first.data["pgid"]
         assert len(pids_with_marker(f"--name {info.job_name} ")) >= 1
         assert fresh.get_status(again).state == "running"
+        (gate / "go").touch()
         deadline = time.monotonic() + 60
         while not (report := operator.get_status(first)).terminal and time.monotonic() < deadline:
             operator.wait_for_change(first, 0.2)
