@@ -220,6 +220,45 @@ def test_an_array_written_either_way_is_the_file_np_save_writes_with_its_digest(
         assert big[-1] == big.size - 1
 
 
+def _refusing_sync_file_range(*args: Any) -> int:
+    return -1  # as for a file whose filesystem does not support it
+
+
+@pytest.mark.parametrize("sync", ["sync_file_range", "absent", "refused"])
+def test_an_array_written_past_the_cache_leaves_its_file_out_of_the_page_cache(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sync: str) -> None:
+    """The write-back runs DEPTH chunks behind the writer, or (without sync_file_range) a flush per chunk: either
+    way the file is whole, and none of it is left in the page cache (util-linux's fincore counts its resident
+    bytes), while a plain write leaves all of it there."""
+    import subprocess
+    import types
+
+    if sync != "sync_file_range":
+        libc = _npy._libc()
+        fake = types.SimpleNamespace(madvise=libc.madvise)
+        if sync == "refused":
+            fake.sync_file_range = _refusing_sync_file_range
+        monkeypatch.setattr(_npy, "_libc", lambda: fake)
+    big = np.arange((8 * 16 << 20) // 8 + 5, dtype=np.float64)  # 8 chunks and a bit: more than DEPTH in flight
+
+    def resident(path: Path) -> int:
+        out = subprocess.run(["fincore", "--bytes", "--noheadings", "--output", "RES", str(path)], check=True,
+                             capture_output=True, text=True).stdout
+        return int(out.strip())
+
+    for how, path in ((Writing.PAST_THE_CACHE, tmp_path / "past.npy"), (Writing.PLAIN, tmp_path / "plain.npy")):
+        with open(path, "wb") as fh, writing(how):
+            fh.write(b"x" * 100)  # the array need not start the file: what was there before is dropped too
+            write_npy(fh, big)
+    # partial pages at the edges at most (the kernel drops only whole pages)
+    assert resident(tmp_path / "past.npy") <= 2 * 4096, resident(tmp_path / "past.npy")
+    assert resident(tmp_path / "plain.npy") >= big.nbytes // 2  # the control: most of it (unless memory is short)
+    for path in (tmp_path / "past.npy", tmp_path / "plain.npy"):
+        with path.open("rb") as fh:
+            assert fh.read(100) == b"x" * 100
+            np.testing.assert_array_equal(np.load(fh), big)
+
+
 def test_an_array_is_only_released_into_a_local_file(tmp_path: Path) -> None:
     """A remote store's file object may keep the slices it is given to send later: there the array stays whole."""
     big = np.arange((2 << 20) // 8, dtype=np.float64)

@@ -8,9 +8,10 @@ array's buffer: no intermediate copy, unlike `np.save` to a file object, which c
 Two ways to write a large array to a local file, chosen by whoever saves it (`writing(...)`), both so that the write
 needs no fresh memory of the array's size for the file's page cache. Touching fresh memory costs ~0.3 s per GiB
 on bare metal and, on a virtual machine whose host has taken the memory back, over 3 s:
-- `Writing.PAST_THE_CACHE`: each chunk is flushed to disk and dropped from the page cache, so the same few pages
-  serve the whole write. Used where the array itself goes on in memory (execution/handover.py) and nobody reads
-  the file soon.
+- `Writing.PAST_THE_CACHE`: each chunk is written back to disk and dropped from the page cache, so the same few
+  pages serve the whole write. Used where the array itself goes on in memory (execution/handover.py) and nobody
+  reads the file soon. The write-back runs a few chunks behind the writing (`_WriteBehind`), so the disk and the
+  copy into the kernel overlap.
 - `Writing.RELEASING`: each chunk's pages of the array are given back to the kernel (`madvise(MADV_DONTNEED)`)
   once it is written and hashed, so the file's page cache reuses them. Used where nothing else references the
   array and it is dropped after it is saved (a step process's output, say): the array reads as zeros afterwards.
@@ -27,6 +28,7 @@ import os
 import queue
 import sys
 import threading
+from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -104,6 +106,7 @@ def write_npy(fh: IO[bytes], array: Any) -> tuple[int, str] | None:
     # object might keep the slice to send later
     fd = _local_fd(fh) if how is not Writing.PLAIN else None
     release = fd is not None and how is Writing.RELEASING and can_release(array)
+    behind = _WriteBehind(fd, fh.tell()) if fd is not None and how is Writing.PAST_THE_CACHE else None
     digest = hashlib.sha256(head)
     hasher = _ChunkHasher(digest) if len(data) >= _THREAD_MIN_BYTES else None
     try:
@@ -115,14 +118,15 @@ def write_npy(fh: IO[bytes], array: Any) -> tuple[int, str] | None:
             else:
                 digest.update(chunk)
             fh.write(chunk)
-            if fd is not None and how is Writing.PAST_THE_CACHE:
+            if behind is not None:
                 fh.flush()
-                os.fdatasync(fd)  # written back: now the pages can be dropped (dirty ones would stay)
-                os.posix_fadvise(fd, 0, len(head) + start + len(chunk), os.POSIX_FADV_DONTNEED)
+                behind.written(fh.tell())
             elif release:
                 if hasher is not None:
                     hasher.wait(number)  # the digest has read it too
                 _give_back(flat.ctypes.data + start, len(chunk))
+        if behind is not None:
+            behind.finish()
     finally:
         if hasher is not None:
             hasher.close()
@@ -158,6 +162,56 @@ class _ChunkHasher:
         """After every chunk fed is hashed (also when the write failed: the thread ends either way)."""
         self._chunks.put(None)
         self._thread.join()
+
+
+class _WriteBehind:
+    """Writes a file back to disk a few chunks behind its writer and drops what is written back from the page cache
+    (`Writing.PAST_THE_CACHE`). Each chunk's write-back is started as soon as it is written and waited for only
+    `DEPTH` chunks later, so the disk works while the next chunks are copied into the kernel: ~0.6 s per GiB here
+    where a flush per chunk took ~0.9 s. sync_file_range, not fdatasync: the pages only need to be clean to be
+    dropped, and it sends no cache flush to the device each time (durability is not what this is for). Where libc
+    has no sync_file_range, or the file refuses it, each chunk is flushed with fdatasync instead."""
+
+    DEPTH = 4
+    _WAIT_BEFORE, _WRITE, _WAIT_AFTER = 1, 2, 4  # SYNC_FILE_RANGE_* in <fcntl.h>
+
+    def __init__(self, fd: int, start: int) -> None:
+        self._fd = fd
+        self._start = self._end = start  # the file's offset where the array's bytes (header first) begin; written to
+        self._pending: deque[tuple[int, int]] = deque()
+        import ctypes
+
+        self._sync = getattr(_libc(), "sync_file_range", None)
+        if self._sync is not None:
+            self._sync.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+            self._sync.restype = ctypes.c_int
+
+    def written(self, end: int) -> None:
+        """The file holds the bytes up to offset `end` (flushed into the kernel): start their write-back."""
+        piece, self._end = (self._end, end - self._end), end
+        if self._sync is not None and self._sync(self._fd, *piece, self._WRITE) == 0:
+            self._pending.append(piece)
+            if len(self._pending) > self.DEPTH:
+                self._drop(*self._pending.popleft())
+            return
+        self._sync = None  # refused (or absent): flush what is written, and each chunk from here on, in full
+        self._pending.clear()
+        os.fdatasync(self._fd)
+        os.posix_fadvise(self._fd, self._start, end - self._start, os.POSIX_FADV_DONTNEED)
+
+    def finish(self) -> None:
+        """Wait for the rest of the write-back and drop it, with any partial page left at a piece's edge."""
+        while self._pending:
+            self._drop(*self._pending.popleft())
+        os.posix_fadvise(self._fd, self._start, self._end - self._start, os.POSIX_FADV_DONTNEED)
+
+    def _drop(self, offset: int, length: int) -> None:
+        if self._sync is not None and self._sync(self._fd, offset, length,
+                                                 self._WAIT_BEFORE | self._WRITE | self._WAIT_AFTER) != 0:
+            self._sync = None
+        if self._sync is None:
+            os.fdatasync(self._fd)
+        os.posix_fadvise(self._fd, offset, length, os.POSIX_FADV_DONTNEED)  # clean now: the kernel drops them
 
 
 _PAGE = mmap.PAGESIZE
