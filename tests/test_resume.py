@@ -13,7 +13,6 @@ import textwrap
 import time
 from pathlib import Path
 
-import pytest
 from testkit import add_step_operator, assert_nothing_left
 
 from conveyor import Client

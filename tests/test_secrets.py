@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from conveyor import Client, pipeline, step
+from conveyor import pipeline, step
 from conveyor.exceptions import ConfigError, ConveyorError, RunFailedError
 from conveyor.secrets.references import find_references, redact, resolve_references
 
