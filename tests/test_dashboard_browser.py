@@ -2,7 +2,8 @@
 script run by a fresh interpreter, steps in-process, on the `local` operator and on the real Slurm cluster the suite
 starts; `conveyor dashboard` serves them as a real subprocess. Each test leaves screenshots under its tmp_path.
 
-DOM contract (src/conveyor/dashboard): runs list `table#runs tr[data-run-id]`; run page `svg#dag g.node[data-step]
+DOM contract (src/conveyor/dashboard): runs list `table#runs tr[data-run-id]` (`td.status[data-status]`,
+`td.duration`); run page `svg#dag g.node[data-step]
 [data-status][data-where]`, `#timeline .bar[data-step][data-attempt][data-outcome]`, `#totals`, `form#stop-run`,
 `form#resume-run`; step page `#where-card [data-field]`, `#attempts`, `pre#logs`, `input#log-search`; `#flash`."""
 
@@ -257,6 +258,49 @@ def test_the_run_page_of_a_mixed_run_shows_every_step_where_it_ran_and_a_bar_per
     expect(page.locator("#attempts .attempt")).to_have_count(1)
     expect(page.locator("pre#logs")).to_contain_text(f"slurm job {job_id}")
     screenshot("step")
+
+
+def test_the_runs_list_shows_a_new_run_and_follows_it_to_its_end_without_a_reload(
+        conveyor_cli, project: Path, tmp_path: Path, dashboard, page, screenshot, background,
+        request: pytest.FixtureRequest) -> None:
+    """A runs list left open: a run started after it was drawn appears on top (its name linking to its page), its
+    duration grows while it runs, and its status turns `completed`, all in the same document."""
+    from playwright.sync_api import expect
+
+    conveyor_cli("init")
+    opened = tmp_path / "opened"
+    opened.write_text("open")
+    run_python(TICKER.format(operator=None, gate=str(opened)), project)  # a finished run, already listed
+    earlier = _the_run("ticking")
+    server = dashboard(project)
+    page.goto(server.url + "/")
+    rows = page.locator("table#runs tbody tr[data-run-id]")
+    expect(rows).to_have_count(1)
+    page.evaluate("window.__same_document = true")  # gone if the page reloads
+
+    gate = tmp_path / "gate"
+    request.addfinalizer(lambda: gate.write_text("open"))  # the step ends itself should the test fail first
+    background.append(_start_script(project, "ticking", TICKER.format(operator=None, gate=str(gate))))
+    expect(rows).to_have_count(2)
+    new = Client().list_pipeline_runs("ticking", "running")
+    assert len(new) == 1, new
+    top = rows.first
+    expect(top).to_have_attribute("data-run-id", new[0].id)  # newest first, above the earlier run
+    expect(rows.nth(1)).to_have_attribute("data-run-id", earlier.id)
+    expect(top.locator(f'a[href$="/runs/{new[0].id}"]')).to_have_text(new[0].name)
+    expect(top.locator("td.status")).to_have_attribute("data-status", "running")
+    shown = top.locator("td.duration").text_content()
+    page.wait_for_function("([id, was]) => document.querySelector(`tr[data-run-id='${id}'] td.duration`)"
+                           ".textContent !== was", arg=[new[0].id, shown])  # the next poll's figure
+    screenshot("runs-live")
+
+    gate.write_text("open")
+    background[0].wait(timeout=120)
+    expect(top.locator("td.status")).to_have_attribute("data-status", "completed")
+    expect(top.locator("td.status .pill")).to_have_text("completed")
+    assert page.evaluate("window.__same_document") is True, "the page reloaded instead of updating the list"
+    top.locator("a").click()
+    expect(page).to_have_url(re.compile(rf"/runs/{new[0].id}$"))
 
 
 def _follow_a_live_log(project: Path, gate: Path, operator: str, dashboard: Any, page: Any, screenshot: Any,

@@ -7,6 +7,7 @@ a server-sent event stream fed by `Client.follow_log_events` running in a thread
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import threading
 from typing import TYPE_CHECKING, Any
@@ -116,9 +117,8 @@ def create_app(client: "Client", guard: Guard, *, resume_runner: "Callable[[str]
     # -- JSON ------------------------------------------------------------------------------------------------------
     def api_runs(request: Request) -> Response:
         q = pages.RunsQuery.from_params(request.query_params)
-        runs, more = pages.list_runs(client, q)
-        return JSONResponse([{"id": r.id, "name": r.name, "pipeline": r.pipeline_name, "status": status,
-                              "stack": r.stack_name} for r, status in runs], headers={"X-More": "1" if more else "0"})
+        rows, more = pages.run_rows(client, q)
+        return JSONResponse([dataclasses.asdict(row) for row in rows], headers={"X-More": "1" if more else "0"})
 
     def api_run(request: Request) -> Response:
         run = find_run(request.path_params["run_id"])

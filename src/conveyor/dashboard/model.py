@@ -12,8 +12,8 @@ from conveyor.utils.durations import fmt_duration
 if TYPE_CHECKING:
     from conveyor.client import AttemptView, PipelineRun, StepRunView
 
-__all__ = ["Bar", "Dag", "DagEdge", "DagNode", "Phase", "Timeline", "Totals", "dag_layout", "fmt_duration",
-           "fmt_time", "outcome_of", "run_finished", "run_json", "timeline", "totals", "utcnow", "where_of"]
+__all__ = ["Bar", "Dag", "DagEdge", "DagNode", "Phase", "RunRow", "Timeline", "Totals", "dag_layout", "fmt_duration",
+           "fmt_time", "outcome_of", "run_finished", "run_json", "run_row", "timeline", "totals", "utcnow", "where_of"]
 
 #: statuses of a run that will not change any more (the page stops polling)
 FINISHED = frozenset({"completed", "failed", "stopped", "cached", "skipped"})
@@ -31,6 +31,26 @@ def utcnow() -> datetime:
 
 def fmt_time(ts: datetime | None) -> str:
     return "-" if ts is None else ts.strftime("%Y-%m-%d %H:%M:%S") + " UTC"
+
+
+@dataclass(frozen=True)
+class RunRow:
+    """A row of the runs list, as the page draws it and as its JSON (`/api/runs`) sends it to the live list."""
+
+    id: str
+    name: str
+    pipeline: str
+    status: str
+    stack: str
+    started: str
+    duration: str
+
+
+def run_row(run: "PipelineRun", status: str, now: datetime) -> RunRow:
+    """`status` is the shown one (`abandoned` included); a running run's duration runs up to `now`."""
+    duration = fmt_duration((run.end_time or now) - run.start_time) if run.start_time else "-"
+    return RunRow(run.id, run.name, run.pipeline_name, status, run.stack_name or "", fmt_time(run.start_time),
+                  duration)
 
 
 def run_finished(status: str) -> bool:

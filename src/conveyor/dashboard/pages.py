@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
     from conveyor.client import ArtifactView, Client, PipelineRun, StackView, StepRunView
 
-__all__ = ["HERE", "PAGE_SIZE", "RunsQuery", "render", "run_context", "runs_context", "shown_status",
+__all__ = ["HERE", "PAGE_SIZE", "RunsQuery", "render", "run_context", "run_rows", "runs_context", "shown_status",
            "stacks_context", "step_context", "artifact_context"]
 
 HERE = Path(__file__).resolve().parent
@@ -104,13 +104,20 @@ def list_runs(client: "Client", q: RunsQuery) -> tuple[list[tuple["PipelineRun",
     return [(r, shown_status(client, r)) for r in runs[:PAGE_SIZE]], len(runs) > PAGE_SIZE
 
 
-def runs_context(client: "Client", q: RunsQuery) -> dict[str, Any]:
+def run_rows(client: "Client", q: RunsQuery) -> tuple[list[model.RunRow], bool]:
+    """One page of the runs list, and whether there is a next page."""
     runs, more = list_runs(client, q)
+    now = model.utcnow()
+    return [model.run_row(r, status, now) for r, status in runs], more
+
+
+def runs_context(client: "Client", q: RunsQuery) -> dict[str, Any]:
+    rows, more = run_rows(client, q)
     stacks = client.list_stacks()
     operators = sorted({c.name for s in stacks for c in s.components if c.type == "step_operator"})
-    return {"title": "Runs", "page": "runs", "q": q, "runs": runs, "more": more, "statuses": RUN_STATUSES,
+    return {"title": "Runs", "page": "runs", "q": q, "rows": rows, "more": more, "statuses": RUN_STATUSES,
             "pipelines": sorted(p.name for p in client.list_pipelines()), "stacks": sorted(s.name for s in stacks),
-            "operators": operators, "now": model.utcnow()}
+            "operators": operators}
 
 
 # -- run page ------------------------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 // Conveyor dashboard: live updates without a framework. The run page polls its JSON every second while the run
-// is not finished; the step page follows its log through server-sent events; the log search filters lines here.
+// is not finished; the runs list polls its JSON every 2 s (new runs, statuses, durations); the step page follows
+// its log through server-sent events; the log search filters lines here.
 "use strict";
 (function () {
   function $(sel, root) { return (root || document).querySelector(sel); }
@@ -37,27 +38,56 @@
     setTimeout(tick, POLL_MS);
   }
 
-  // -- runs list: statuses of running rows -------------------------------------------------------------------
+  // -- runs list: live statuses and durations; on the first page, new runs appear at the top -----------------
   function pollRuns(table) {
+    var first = table.dataset.page === "1";
+    function cell(text, className) {
+      var td = document.createElement("td");
+      td.textContent = text;
+      if (className) { td.className = className; }
+      return td;
+    }
+    function newRow(run) {  // the same cells as templates/runs.html draws, built as text (names are never HTML)
+      var tr = document.createElement("tr"), link = document.createElement("a"), name = cell("");
+      tr.dataset.runId = run.id;
+      link.href = "/runs/" + encodeURIComponent(run.id);
+      link.textContent = run.name;
+      name.appendChild(link);
+      [name, cell(run.pipeline), cell("", "status"), cell(run.stack), cell(run.started), cell(run.duration, "duration")]
+        .forEach(function (td) { tr.appendChild(td); });
+      return tr;
+    }
+    function showStatus(td, status) {
+      if (td.dataset.status === status) { return; }
+      td.dataset.status = status;
+      td.innerHTML = "";
+      var pill = document.createElement("span");
+      pill.className = "pill status-" + status;
+      pill.textContent = status;
+      td.appendChild(pill);
+    }
     function tick() {
       fetch("/api/runs" + window.location.search, { credentials: "same-origin" }).then(function (r) { return r.ok ? r.json() : null; }).then(function (runs) {
-        if (!runs) { return; }
-        var live = false;
+        if (!runs) { setTimeout(tick, POLL_MS * 5); return; }
+        var body = $("tbody", table), live = false, left = {};
+        $all("tr[data-run-id]", table).forEach(function (tr) { left[tr.dataset.runId] = tr; });
         runs.forEach(function (run) {
-          var row = $all("tr[data-run-id]", table).filter(function (tr) { return tr.dataset.runId === run.id; })[0];
-          if (!row) { return; }
-          var cell = $("td.status", row);
-          if (cell.dataset.status !== run.status) {
-            cell.dataset.status = run.status;
-            cell.innerHTML = "";
-            var pill = document.createElement("span");
-            pill.className = "pill status-" + run.status;
-            pill.textContent = run.status;
-            cell.appendChild(pill);
-          }
+          var row = left[run.id];
+          delete left[run.id];
+          if (!row && !first) { return; }  // an older page keeps its rows: it only follows their statuses
+          row = row || newRow(run);
+          showStatus($("td.status", row), run.status);
+          var duration = $("td.duration", row);
+          if (duration) { duration.textContent = run.duration; }
+          if (first) { body.appendChild(row); }  // in the list's order, newest first
           if (run.status === "running") { live = true; }
         });
-        if (live) { setTimeout(tick, POLL_MS * 2); }
+        if (first) {  // the first page is what a reload would show: runs pushed to the next page leave it
+          Object.keys(left).forEach(function (id) { left[id].remove(); });
+          var empty = $("tr.empty", body);
+          if (empty && runs.length) { empty.remove(); }
+        }
+        if (first || live) { setTimeout(tick, POLL_MS * (document.hidden ? 10 : 2)); }
       }).catch(function () { setTimeout(tick, POLL_MS * 5); });
     }
     setTimeout(tick, POLL_MS * 2);
@@ -117,7 +147,7 @@
     var run = $("#run");
     if (run && run.dataset.live === "1") { pollRun(run); }
     var runs = $("table#runs");
-    if (runs && runs.dataset.live === "1") { pollRuns(runs); }
+    if (runs && (runs.dataset.live === "1" || runs.dataset.page === "1")) { pollRuns(runs); }
     var logs = $("pre#logs");
     if (logs) { followLog(logs); }
   });
