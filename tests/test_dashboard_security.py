@@ -138,6 +138,41 @@ def test_conveyor_dashboard_follows_a_live_log_and_exits_0_on_ctrl_c(tmp_path: P
             script.wait()
 
 
+def test_a_log_stream_whose_reader_left_stops_following_while_the_step_prints_nothing(tmp_path: Path) -> None:
+    """The thread that follows a step's log for an SSE reader ends within a poll once the reader has gone, not at
+    the step's next output: a silent step (here waiting for a file) must not keep it, and its store reads, alive."""
+    import asyncio
+    import threading
+
+    from conveyor.dashboard.app import _follow
+
+    project = make_project(tmp_path / "left", None)
+    script = project.start_script()
+    try:
+        client = project.client()
+        run = wait_for(lambda: next((r for r in client.list_pipeline_runs() if r.status == "running"), None),
+                       what="the run to start")
+        wait_for(lambda: "before the wait" in (client.get_pipeline_run(run.id).steps["slow"].logs() or ""),
+                 what="step slow printing, then waiting")
+
+        def followers() -> list[threading.Thread]:
+            return [t for t in threading.enumerate() if t.name == "dashboard-log-slow"]
+
+        async def read_then_leave() -> str:
+            stream = _follow(client, run.id, "slow")
+            first = await stream.__anext__()
+            assert followers(), "the log is followed by a thread of its own"
+            await stream.aclose()  # what the server does when the reader disconnects
+            return first
+
+        assert "before the wait" in asyncio.run(read_then_leave())
+        wait_for(lambda: not followers(), timeout=10, what="the follower thread to end after its reader left")
+        assert client.get_pipeline_run(run.id).steps["slow"].status == "running"  # it ended with no output to see
+    finally:
+        (project.root / "go").write_text("")
+        script.wait(timeout=120)
+
+
 def test_stop_from_the_page_stops_a_running_run(tmp_path: Path) -> None:
     project = make_project(tmp_path / "stop", None)
     script = project.start_script()

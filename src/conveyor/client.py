@@ -16,6 +16,8 @@ from conveyor.enums import ExecutionStatus
 from conveyor.exceptions import ConveyorError
 
 if TYPE_CHECKING:
+    import threading
+
     from conveyor.artifacts.store import ArtifactStore
     from conveyor.config.resources import ResourceSettings
     from conveyor.context import Context
@@ -344,11 +346,13 @@ class Client:
             if chunk.text:
                 yield chunk.text
 
-    def follow_log_events(self, name_or_id: str, step: str | None = None) -> Iterator["LogChunk"]:
-        """As `follow_logs`, with the follow's events too: a retry's new attempt, an abandoned run."""
+    def follow_log_events(self, name_or_id: str, step: str | None = None, *,
+                          stop: "threading.Event | None" = None) -> Iterator["LogChunk"]:
+        """As `follow_logs`, with the follow's events too: a retry's new attempt, an abandoned run. Setting `stop`
+        (from another thread) ends it within a poll even while the step prints nothing."""
         from conveyor.execution.steering import follow_run_logs
 
-        return follow_run_logs(self.context, name_or_id, step)
+        return follow_run_logs(self.context, name_or_id, step, stop=stop)
 
     # -- components (conveyor.stack.lifecycle) ---------------------------------------------------------------------
     def register_component(self, component_type: str, name: str, flavor: str, /,

@@ -256,9 +256,9 @@ async def _follow(client: "Client", run_id: str, step: str) -> "AsyncIterator[st
             gone.set()
 
     def pump() -> None:
-        # a follow only yields on output or an event: a reader that left is noticed at the next one
+        # `gone` ends the follow within a poll once the reader has left, even while the step prints nothing
         try:
-            for chunk in client.follow_log_events(run_id, step):
+            for chunk in client.follow_log_events(run_id, step, stop=gone):
                 if gone.is_set():
                     return
                 put(chunk)

@@ -19,6 +19,8 @@ from conveyor.execution.logs import (  # the one reader of stored logs (chunks, 
 )
 
 if TYPE_CHECKING:
+    import threading
+
     from conveyor.artifacts.store import ArtifactStore
     from conveyor.context import Context
     from conveyor.store.store import MetadataStore
@@ -212,22 +214,24 @@ def check_step(run_name: str, steps: list[str], step: str | None) -> list[str]:
     return [step]
 
 
-def follow_run_logs(ctx: "Context", name_or_id: str, step: str | None = None) -> Iterator[LogChunk]:
+def follow_run_logs(ctx: "Context", name_or_id: str, step: str | None = None, *,
+                    stop: "threading.Event | None" = None) -> Iterator[LogChunk]:
     """Follow the log of `step` of run `name_or_id`, or of all its steps (as `[step] ` lines) when None.
-    An unknown run or step is an error here, before anything is followed."""
+    An unknown run or step is an error here, before anything is followed. Setting `stop` ends the follow within
+    a poll, output or not (a reader that left)."""
     from conveyor.store.run_lookup import find_pipeline_run
 
     run = find_pipeline_run(ctx.store, name_or_id)
     names = check_step(run["name"], [s["name"] for s in ctx.store.step_runs(run["id"])], step)
     store = run_artifact_store(ctx, run["stack_name"])
-    return follow_logs(ctx, run["id"], names, store, prefix=step is None)
+    return follow_logs(ctx, run["id"], names, store, prefix=step is None, stop=stop)
 
 
 def follow_logs(ctx: "Context", run_id: str, steps: list[str], store: "ArtifactStore", *,
-                prefix: bool = False) -> Iterator[LogChunk]:
+                prefix: bool = False, stop: "threading.Event | None" = None) -> Iterator[LogChunk]:
     """Poll the metadata store for each step's log location and status, and yield new output until every step
-    has ended (or the run has, or its orchestrator is gone). With `prefix`, output comes as whole lines, each
-    begun with `[step] ` (for several steps at once)."""
+    has ended (or the run has, or its orchestrator is gone, or `stop` is set). With `prefix`, output comes as whole
+    lines, each begun with `[step] ` (for several steps at once)."""
     from conveyor.execution.liveness import shown_status
 
     tails = {n: LogTail(store) for n in steps}
@@ -266,4 +270,7 @@ def follow_logs(ctx: "Context", run_id: str, steps: list[str], store: "ArtifactS
             if run_row.get("status") == ExecutionStatus.RUNNING and shown_status(run_row) == "abandoned":
                 yield LogChunk("", abandoned=True)
             return
-        time.sleep(POLL_S)
+        if stop is None:
+            time.sleep(POLL_S)
+        elif stop.wait(POLL_S):
+            return
