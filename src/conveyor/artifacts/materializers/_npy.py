@@ -176,11 +176,11 @@ class _WriteBehind:
     _WAIT_BEFORE, _WRITE, _WAIT_AFTER = 1, 2, 4  # SYNC_FILE_RANGE_* in <fcntl.h>
 
     def __init__(self, fd: int, start: int) -> None:
+        import ctypes
+
         self._fd = fd
         self._start = self._end = start  # the file's offset where the array's bytes (header first) begin; written to
         self._pending: deque[tuple[int, int]] = deque()
-        import ctypes
-
         self._sync = getattr(_libc(), "sync_file_range", None)
         if self._sync is not None:
             self._sync.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
