@@ -195,6 +195,19 @@ def test_remove_attribute_resets_fields_to_their_default(conveyor_cli: Any, kind
     assert as_json(conveyor_cli, kind.cli, "describe", "comp")["configuration"] == described["configuration"]
 
 
+def test_update_to_null_names_remove_attribute(conveyor_cli: Any) -> None:
+    """`update --max_parallelism=null` (how a user tries to go back to "no cap") is refused, naming the command
+    that resets the field; a plainly wrong value gets no such hint."""
+    conveyor_cli("orchestrator", "register", "fast", "--flavor=local", "--max_parallelism=4")
+    for value in ("null", "None", ""):
+        proc = conveyor_cli("orchestrator", "update", "fast", f"--max_parallelism={value}", check=False)
+        assert_user_error(proc, "max_parallelism", "conveyor orchestrator remove-attribute fast max_parallelism")
+    wrong = conveyor_cli("orchestrator", "update", "fast", "--max_parallelism=many", check=False)
+    assert_user_error(wrong, "max_parallelism")
+    assert "remove-attribute" not in wrong.stderr
+    assert as_json(conveyor_cli, "orchestrator", "describe", "fast")["configuration"] == {"max_parallelism": 4}
+
+
 @pytest.mark.parametrize(("cli", "flavor", "fields", "required"), [
     ("step-operator", "ssh", ("--hostname=gpu-box", "--port=2222"), "hostname"),
     ("artifact-store", "local", ("--path=/tmp/somewhere",), "path"),

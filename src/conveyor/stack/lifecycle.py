@@ -114,6 +114,10 @@ def register_component(store: "MetadataStore", registry: "FlavorRegistry", type_
     return ComponentSaved(ctype, cid, name, flavor, stored, plain_secret_fields(model, fields))
 
 
+#: values a user gives `update` meaning "no value" (a field is reset with `remove-attribute` instead)
+_UNSET = frozenset({"", "null", "none", "default", "unset"})
+
+
 def update_component(store: "MetadataStore", registry: "FlavorRegistry", type_: ComponentType | str, name: str,
                      changes: Mapping[str, Any]) -> ComponentSaved:
     """Merge `changes` into the config of component `name`; the result is validated before it is saved."""
@@ -130,7 +134,14 @@ def update_component(store: "MetadataStore", registry: "FlavorRegistry", type_: 
     flavor = registry.get(ctype.value, record["flavor"])
     require_flavor_integration(ctype.value, record["flavor"])
     merged = {**(record["config"] or {}), **changes}
-    model = validate_config(flavor.config_class, merged, f"{label} {name!r} (flavor {record['flavor']!r})")
+    try:
+        model = validate_config(flavor.config_class, merged, f"{label} {name!r} (flavor {record['flavor']!r})")
+    except ConfigError as err:
+        unset = [k for k, v in changes.items() if v is None or (isinstance(v, str) and v.strip().lower() in _UNSET)]
+        if not unset:
+            raise
+        raise ConfigError(f"{err}. To put a field back to its default, reset it: "
+                          f"`conveyor {cli} remove-attribute {name} {' '.join(unset)}`") from None
     stored = config_to_store(model, merged)
     store.update_component(ctype.value, name, stored)
     return ComponentSaved(ctype, record["id"], name, record["flavor"], stored, plain_secret_fields(model, changes))
