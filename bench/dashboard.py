@@ -16,7 +16,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -29,6 +28,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import HERE, PYTHON, Row, env_for, project, run, spread  # noqa: E402
+from conveyor.utils.procs import interrupt  # noqa: E402
 
 __all__ = ["dashboard_rows", "measure_dashboard"]
 
@@ -143,13 +143,7 @@ def latency_samples(n: int, root: Path) -> list[float]:
         with contextlib.suppress(subprocess.TimeoutExpired):
             pipe.wait(timeout=60)
         for proc in (server, pipe):
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGINT)
-                try:
-                    proc.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+            interrupt(proc, grace=30)
 
 
 def measure_dashboard(runs: int, say: Callable[[str], None], *, steps: int = 1000,

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import socket
 import subprocess
 import sys
@@ -16,6 +15,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from conveyor.utils.procs import interrupt
 
 HOSTILE = "<script>alert('pwned')</script>"
 
@@ -167,13 +168,7 @@ def dashboard_process(project: Project, *args: str) -> Iterator[tuple[subprocess
                 time.sleep(0.05)
         yield proc, url if base != url else base
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        interrupt(proc, grace=30)
 
 
 def wait_for(predicate: Any, timeout: float = 120.0, what: str = "condition") -> Any:

@@ -12,8 +12,12 @@ import signal
 import time
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["alive", "boot_id", "descendants", "kill_group", "kill_pids", "kill_tree", "pids_with_marker",
+if TYPE_CHECKING:
+    import subprocess
+
+__all__ = ["alive", "boot_id", "descendants", "interrupt", "kill_group", "kill_pids", "kill_tree", "pids_with_marker",
            "process_start", "same_process", "start_ticks"]
 
 
@@ -86,6 +90,19 @@ def alive(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0] != "Z"
     except (OSError, IndexError):
         return False
+
+
+def interrupt(proc: "subprocess.Popen[Any]", grace: float) -> None:
+    """Stop a child as ^C in its terminal would (SIGINT), then SIGKILL it should it not exit within `grace` s."""
+    import subprocess  # noqa: F811 - at run time too, for TimeoutExpired
+
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def kill_group(pgid: int, grace: float = 2.0) -> None:

@@ -33,7 +33,7 @@ from conveyor.step_operators.base import BaseStepOperator
 from conveyor.step_operators.info import StatusReport, StepRunInfo, Submission
 from conveyor.step_operators.spark import MASTER_ENV
 from conveyor.step_operators.spark.flavor import SparkStepOperatorConfig, SparkStepOperatorSettings, mib
-from conveyor.utils.procs import alive, kill_group, pids_with_marker
+from conveyor.utils.procs import alive, kill_group, pids_with_marker, start_ticks
 
 log = logging.getLogger(__name__)
 
@@ -63,15 +63,6 @@ def _count(value: str | None) -> int:
         return math.ceil(float(value or 0))
     except ValueError:
         return 0
-
-
-def _start_ticks(pid: int) -> int | None:
-    """The process's start time (clock ticks since boot): a pid reused by another process has another one."""
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return int(fh.read().rsplit(") ", 1)[1].split()[19])
-    except (OSError, IndexError, ValueError):
-        return None
 
 
 @dataclass
@@ -345,7 +336,7 @@ class SparkStepOperator(BaseStepOperator):
                                 "webui": self.webui(), "step_run_id": info.step_run_id}
         existing = self._find_running(info.job_name)
         if existing is not None:  # never submit an attempt twice
-            data.update(pid=existing, pgid=existing, start_ticks=_start_ticks(existing), reattached=True)
+            data.update(pid=existing, pgid=existing, start_ticks=start_ticks(existing), reattached=True)
             with self._lock:
                 self._jobs[info.job_name] = _Job(info, log_path, pid=existing)
             return Submission(flavor=self.flavor, job_name=info.job_name, backend_id=str(existing), data=data)
@@ -369,7 +360,7 @@ class SparkStepOperator(BaseStepOperator):
                 start_new_session=True, close_fds=True, cwd=os.getcwd())
         with self._lock:
             self._jobs[info.job_name] = _Job(info, log_path, process=process, pid=process.pid)
-        data.update(pid=process.pid, pgid=process.pid, start_ticks=_start_ticks(process.pid), reattached=False)
+        data.update(pid=process.pid, pgid=process.pid, start_ticks=start_ticks(process.pid), reattached=False)
         return Submission(flavor=self.flavor, job_name=info.job_name, backend_id=str(process.pid), data=data)
 
     def _same_process(self, submission: Submission) -> bool:
@@ -378,7 +369,7 @@ class SparkStepOperator(BaseStepOperator):
         if pid is None or submission.data.get("host") != socket.gethostname() or not alive(int(pid)):
             return False
         ticks = submission.data.get("start_ticks")
-        return ticks is None or _start_ticks(int(pid)) == ticks
+        return ticks is None or start_ticks(int(pid)) == ticks
 
     def get_status(self, submission: Submission) -> StatusReport:
         job = self._jobs.get(submission.job_name)
