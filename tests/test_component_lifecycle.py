@@ -206,6 +206,11 @@ def test_update_to_null_names_remove_attribute(conveyor_cli: Any) -> None:
     assert_user_error(wrong, "max_parallelism")
     assert "remove-attribute" not in wrong.stderr
     assert as_json(conveyor_cli, "orchestrator", "describe", "fast")["configuration"] == {"max_parallelism": 4}
+    # a "none" that is a fine value for its own field is not blamed for another field's error
+    conveyor_cli("step-operator", "register", "sp", "--flavor=spark", "--master=local[1]", "--master_webui=none")
+    other = conveyor_cli("step-operator", "update", "sp", "--master_webui=none", "--poll_interval=soon", check=False)
+    assert_user_error(other, "poll_interval")
+    assert "remove-attribute" not in other.stderr, other.stderr
 
 
 @pytest.mark.parametrize(("cli", "flavor", "fields", "required"), [
