@@ -165,7 +165,13 @@ def test_a_log_stream_whose_reader_left_stops_following_while_the_step_prints_no
             await stream.aclose()  # what the server does when the reader disconnects
             return first
 
-        assert "before the wait" in asyncio.run(read_then_leave())
+        # in a thread of its own, as the server's loop is: this one may hold a running loop (Playwright's, in an
+        # earlier test of the same worker), where asyncio.run refuses to start another
+        seen: list[str] = []
+        reader = threading.Thread(target=lambda: seen.append(asyncio.run(read_then_leave())))
+        reader.start()
+        reader.join(timeout=60)
+        assert seen and "before the wait" in seen[0], seen
         wait_for(lambda: not followers(), timeout=10, what="the follower thread to end after its reader left")
         assert client.get_pipeline_run(run.id).steps["slow"].status == "running"  # it ended with no output to see
     finally:
