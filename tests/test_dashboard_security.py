@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -26,6 +27,12 @@ def made(tmp_path_factory: pytest.TempPathFactory) -> Project:
 
 def _failed(made: Project):
     return next(r for r in made.client().list_pipeline_runs() if r.status == "failed")
+
+
+def _running_run(client: Any) -> Any:
+    """The project's one running run, once the script started by `start_script` has begun it."""
+    return wait_for(lambda: next((r for r in client.list_pipeline_runs() if r.status == "running"), None),
+                    what="the run to start")
 
 
 def _csrf(html: str) -> str:
@@ -106,8 +113,7 @@ def test_conveyor_dashboard_follows_a_live_log_and_exits_0_on_ctrl_c(tmp_path: P
     script = project.start_script(MARK="mark-42")
     try:
         client = project.client()
-        run = wait_for(lambda: next((r for r in client.list_pipeline_runs() if r.status == "running"), None),
-                       what="the run to start")
+        run = _running_run(client)
         wait_for(lambda: client.get_pipeline_run(run.id).steps["slow"].status == "running", what="step slow")
         with dashboard_process(project) as (server, url):
             with httpx.Client(base_url=url.rstrip("/"), timeout=60) as http:
@@ -150,8 +156,7 @@ def test_a_log_stream_whose_reader_left_stops_following_while_the_step_prints_no
     script = project.start_script()
     try:
         client = project.client()
-        run = wait_for(lambda: next((r for r in client.list_pipeline_runs() if r.status == "running"), None),
-                       what="the run to start")
+        run = _running_run(client)
         wait_for(lambda: "before the wait" in (client.get_pipeline_run(run.id).steps["slow"].logs() or ""),
                  what="step slow printing, then waiting")
 
@@ -184,8 +189,7 @@ def test_stop_from_the_page_stops_a_running_run(tmp_path: Path) -> None:
     script = project.start_script()
     try:
         client = project.client()
-        run = wait_for(lambda: next((r for r in client.list_pipeline_runs() if r.status == "running"), None),
-                       what="the run to start")
+        run = _running_run(client)
         wait_for(lambda: client.get_pipeline_run(run.id).steps["slow"].status == "running", what="step slow")
         web, _guard = app_client(project)
         with web:
