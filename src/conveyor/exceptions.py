@@ -12,7 +12,12 @@ class ConveyorError(Exception):
 
 
 class ConfigError(ConveyorError, ValueError):
-    """Invalid settings, config field or flavor config."""
+    """Invalid settings, config field or flavor config. `fields`: the top-level fields a validation refused, where
+    known (the message names them too)."""
+
+    def __init__(self, message: str, fields: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.fields = fields
 
 
 class PipelineDefinitionError(ConveyorError):

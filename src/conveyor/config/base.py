@@ -50,4 +50,5 @@ def validate_strict(model: type[StrictModel], data: Any, where: str) -> StrictMo
     try:
         return model.model_validate(data)
     except ValidationError as err:
-        raise ConfigError(explain_validation_error(model, err, where)) from None
+        refused = tuple(dict.fromkeys(str(e["loc"][0]) for e in err.errors() if e["loc"]))
+        raise ConfigError(explain_validation_error(model, err, where), refused) from None

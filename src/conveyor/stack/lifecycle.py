@@ -137,7 +137,7 @@ def update_component(store: "MetadataStore", registry: "FlavorRegistry", type_: 
     try:
         model = validate_config(flavor.config_class, merged, f"{label} {name!r} (flavor {record['flavor']!r})")
     except ConfigError as err:
-        unset = [k for k, v in changes.items() if f"{k}:" in str(err)  # the fields refused, not others
+        unset = [k for k, v in changes.items() if k in err.fields  # the fields refused, not others
                  and (v is None or (isinstance(v, str) and v.strip().lower() in _UNSET))]
         if not unset:
             raise
