@@ -25,12 +25,14 @@ __all__ = [
     "PYTHON",
     "Row",
     "Side",
+    "cpu_steal",
     "env_for",
     "fmt",
     "fmt_range",
     "project",
     "run",
     "spread",
+    "steal_share",
     "tree_peak_rss",
     "wall",
     "wall_rss",
@@ -101,6 +103,25 @@ def fmt_range(low: float | None, high: float | None, unit: str = "s") -> str:
 
 
 # -- subprocesses ---------------------------------------------------------------------------------
+
+def cpu_steal() -> tuple[int, int] | None:
+    """(steal, all) clock ticks of every CPU since boot (/proc/stat); None where there is no such file. On a
+    virtual machine, steal is the time its host gave this machine's CPUs to others: taken over a benchmark, it says
+    how much of a slow figure was the host's doing rather than the code's."""
+    try:
+        with open("/proc/stat") as fh:
+            ticks = [int(t) for t in fh.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    return (ticks[7], sum(ticks[:8])) if len(ticks) >= 8 else None
+
+
+def steal_share(before: tuple[int, int] | None, after: tuple[int, int] | None) -> float | None:
+    """The share of all CPU time between two `cpu_steal` readings that the host took."""
+    if before is None or after is None or after[1] <= before[1]:
+        return None
+    return (after[0] - before[0]) / (after[1] - before[1])
+
 
 def env_for(project_dir: Path, side: Side = CURRENT) -> dict[str, str]:
     """The environment of a measured process: its own project, quiet, bytecode cached privately."""

@@ -39,7 +39,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling modules, also when imported (tests)
 
-from common import CURRENT, HERE, PYCACHE, Side
+from common import CURRENT, HERE, PYCACHE, Side, cpu_steal, steal_share
 from compare import revision_tree
 from dashboard import dashboard_rows, measure_dashboard
 from engines import engine_sections
@@ -52,6 +52,9 @@ from rows_core import (
     warm_bytecode,
 )
 from zenml_live import measure_zenml, zenml_python
+
+#: above this share of CPU time taken by the host (steal), the report says its timings are inflated
+STEAL_NOTED = 0.05
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -84,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
                      listed_runs=args.listed_runs, big=not args.no_big, gib=args.gib)
     started = time.perf_counter()
     load_before = os.getloadavg()[0]  # the benchmark's own processes would count in a later reading
+    steal_before = cpu_steal()
 
     def say(msg: str) -> None:
         print(f"[{time.perf_counter() - started:5.1f}s] {msg}", file=sys.stderr, flush=True)
@@ -126,8 +130,10 @@ def main(argv: list[str] | None = None) -> int:
 
     rows = [*core_rows(data, CURRENT.label, previous, cfg, zenml), *dashboard_rows(dashboard), *engine_rows]
     load = load_before
+    steal = steal_share(steal_before, cpu_steal())
     title = (f"Conveyor benchmark — Python {platform.python_version()}, {os.cpu_count()} CPUs, "
              f"load average before {load:.1f}, took {time.perf_counter() - started:.0f} s"
+             + (f", CPU steal {steal:.0%}" if steal is not None else "")
              + (" — --quick: 2 runs each, verdicts need 5" if quick else ""))
     zenml_label = f"ZenML {zenml['version']}" if zenml else "ZenML 0.98"
     print_report(rows, title, sections, previous, zenml_label)
@@ -144,12 +150,15 @@ def main(argv: list[str] | None = None) -> int:
     if load > 0.5 * (os.cpu_count() or 1):
         print(f"\nNote: the machine was busy (load average {load:.1f} on {os.cpu_count()} CPUs); "
               "timings are inflated, run again when it is idle.")
+    if steal is not None and steal > STEAL_NOTED:
+        print(f"\nNote: this virtual machine's host took {steal:.0%} of its CPU time during the run (steal in "
+              "/proc/stat); timings are inflated by the host's other guests, not by this code: run again later.")
     if args.json:
         payload: dict[str, Any] = {
             "python": platform.python_version(), "platform": platform.platform(), "cpus": os.cpu_count(),
             "rows": [{**asdict(r), "verdict": r.verdict} for r in rows],
             "raw": {"core": data, "zenml": zenml if zenml else {"skipped": zenml_error or "ZENML_PYTHON not set"},
-                    **engines_raw, "dashboard": dashboard, "load_average": load, "importtime": sections, "compare": previous},
+                    **engines_raw, "dashboard": dashboard, "load_average": load, "cpu_steal": steal, "importtime": sections, "compare": previous},
         }
         Path(args.json).write_text(json.dumps(payload, indent=2, default=str) + "\n")
     failed = [r for r in rows if r.note.startswith("failed")]

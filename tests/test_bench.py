@@ -96,3 +96,17 @@ def test_tree_peak_counts_a_child_never_waited_for(bench: dict[str, ModuleType])
     done, peak = common.tree_peak_rss([sys.executable, "-c", parent], {"PATH": "/usr/bin:/bin"})
     assert int(done.stdout) * 1024 < 200 * 1024 * 1024  # never waited for: not in ru_maxrss
     assert peak >= 200 * 1024 * 1024
+
+
+def test_cpu_steal_is_read_from_proc_stat_and_shared_out(bench: dict[str, ModuleType]) -> None:
+    """The report's 'CPU steal' is the host's share of all CPU time between two readings of /proc/stat's cpu line
+    (its 8th figure); a reading that did not advance, or none at all, gives no share rather than a wrong one."""
+    common = bench["common"]
+    first = common.cpu_steal()
+    assert first is not None and 0 <= first[0] <= first[1]
+    with open("/proc/stat") as fh:
+        ticks = [int(t) for t in fh.readline().split()[1:]]
+    assert ticks[7] >= first[0] and sum(ticks[:8]) >= first[1]
+    assert common.steal_share((100, 1000), (130, 1200)) == pytest.approx(0.15)
+    assert common.steal_share((100, 1000), (100, 1000)) is None
+    assert common.steal_share(None, first) is None

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -36,7 +37,8 @@ def noop() -> int:
     return 1
 
 
-def _info(operator_name: str, settings: dict | None = None, attempt: int = 1):
+def _info(operator_name: str, settings: dict | None = None, attempt: int = 1,
+          step_run_id: str = "0123456789abcdef0123"):
     """StepRunInfo of `noop` on the named operator, and that operator, as the launcher builds them."""
 
     @pipeline
@@ -46,7 +48,7 @@ def _info(operator_name: str, settings: dict | None = None, attempt: int = 1):
     stack = get_context().load_stack()
     operator = stack.step_operator(operator_name)
     info = build_step_info(stack, p.compile(), "noop", operator, run_id="r1", run_name="r1",
-                           step_run_id="0123456789abcdef0123", attempt=attempt, attempt_uri="/tmp/attempt")
+                           step_run_id=step_run_id, attempt=attempt, attempt_uri="/tmp/attempt")
     return operator, info
 
 
@@ -228,7 +230,8 @@ def test_resources_and_settings_become_spark_submit_arguments(step_operator) -> 
 def test_a_second_submit_of_the_same_attempt_reattaches_and_a_fresh_operator_follows_it(step_operator,
                                                                                           tmp_path: Path) -> None:
     step_operator("loc1", "spark", master="local[1]", conf={"spark.driver.extraJavaOptions": "-XX:+UseSerialGC"})
-    operator, info = _info("loc1")
+    # an id of its own: a job of another test (run at the same time elsewhere) must not be the one re-attached to
+    operator, info = _info("loc1", step_run_id=uuid.uuid4().hex[:20])
     attempt = tmp_path / "attempt"
     attempt.mkdir()
     info = type(info)(**{**info.__dict__, "attempt_uri": str(attempt), "job_uri": str(attempt / "job.json")})
