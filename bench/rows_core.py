@@ -135,36 +135,55 @@ def import_by_package(script: Path, top: int) -> list[tuple[str, float]]:
 
 # -- chains measured inside one process ------------------------------------------------------------
 
-def _linear(side: Side, sizes: list[int], operator: str | None, repeat: int,
+def _linear(side: Side, sizes: list[int], operator: str | None, repeat: int, proj: Path,
             warmup_sizes: list[int] | None = None) -> dict[int, list[float]]:
-    """Run times per chain length, `repeat` each, measured inside one fresh process after warm-up runs."""
-    proj = project()
+    """Run times per chain length, `repeat` each, measured inside one fresh process (in project `proj`) after
+    warm-up runs."""
     cmd = [PYTHON, str(HERE / "workloads.py"), "linear", "--sizes", *map(str, sizes), "--repeat", str(repeat)]
     if operator:
         cmd += ["--operator", operator]
     if warmup_sizes is not None:
         cmd += ["--warmup-sizes", *map(str, warmup_sizes)]
-    try:
-        proc = run(cmd, env_for(proj, side))
-    finally:
-        shutil.rmtree(proj, ignore_errors=True)
+    proc = run(cmd, env_for(proj, side))
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     return {int(n): ts for n, ts in result["times"].items()}
 
 
-def measure_chains(side: Side, cfg: CoreConfig) -> dict[str, list[float]]:
+def measure_chains(sides: list[Side], cfg: CoreConfig, say: Say) -> dict[str, dict[str, list[float]]]:
     """In process: the fixed cost (T1) and the per-step slope fitted over cfg.sizes, one fit per repetition.
-    Through `local`: (T_n − T_1)/(n − 1) of a chain of cfg.local_steps, per repetition, minus the in-process slope."""
+    Through `local`: (T_n − T_1)/(n − 1) of a chain of cfg.local_steps, per repetition, minus the in-process slope.
+
+    Each repetition is a fresh process after short warm-up runs, the sides taking turns, so that a slow minute of
+    the machine hits both sides alike rather than all the repetitions of one of them. The repetitions of a side
+    share its project, as the runs of one process did: only the first meets each chain's artifact names new."""
     sizes = sorted(set(cfg.sizes) | {1})
-    times = _linear(side, sizes, None, cfg.repeat, warmup_sizes=[n for n in sizes if n <= 10])
-    slopes = [least_squares_slope(sizes, [times[n][i] for n in sizes]) for i in range(cfg.repeat)]
     n = cfg.local_steps
-    local = _linear(side, [1, n], "local", cfg.repeat)
-    in_process = statistics.median(slopes)
-    local_per_step = [(local[n][i] - local[1][i]) / (n - 1) for i in range(cfg.repeat)]
-    return {"fixed": times[1], "slope": slopes, "local_per_step": local_per_step,
-            "local_extra": [s - in_process for s in local_per_step],
-            "chain_medians": [statistics.median(times[k]) for k in sizes]}
+    times: dict[str, dict[int, list[float]]] = {s.label: {k: [] for k in sizes} for s in sides}
+    local: dict[str, dict[int, list[float]]] = {s.label: {1: [], n: []} for s in sides}
+    projects = {(s.label, kind): project() for s in sides for kind in ("in process", "local")}
+    try:
+        for rep in range(cfg.repeat):
+            say(f"chains in process ({'/'.join(map(str, cfg.sizes))} steps) and on `local` (1/{n} steps), "
+                f"repetition {rep + 1} of {cfg.repeat}, {' and '.join(s.label for s in sides)} in turn")
+            for side in sides:
+                for k, ts in _linear(side, sizes, None, 1, projects[side.label, "in process"],
+                                     warmup_sizes=[k for k in sizes if k <= 10]).items():
+                    times[side.label][k] += ts
+                for k, ts in _linear(side, [1, n], "local", 1, projects[side.label, "local"]).items():
+                    local[side.label][k] += ts
+    finally:
+        for proj in projects.values():
+            shutil.rmtree(proj, ignore_errors=True)
+    out: dict[str, dict[str, list[float]]] = {}
+    for side in sides:
+        t, loc = times[side.label], local[side.label]
+        slopes = [least_squares_slope(sizes, [t[k][i] for k in sizes]) for i in range(cfg.repeat)]
+        in_process = statistics.median(slopes)
+        local_per_step = [(loc[n][i] - loc[1][i]) / (n - 1) for i in range(cfg.repeat)]
+        out[side.label] = {"fixed": t[1], "slope": slopes, "local_per_step": local_per_step,
+                           "local_extra": [s - in_process for s in local_per_step],
+                           "chain_medians": [statistics.median(t[k]) for k in sizes]}
+    return out
 
 
 # -- whole processes ------------------------------------------------------------------------------
@@ -290,10 +309,8 @@ def measure_core(sides: list[Side], cfg: CoreConfig, say: Say) -> dict[str, dict
     say(f"import time ({cfg.import_runs} runs of each)")
     for label, samples in measure_import(sides, cfg.import_runs).items():
         data[label]["import"] = samples
-    for side in sides:
-        say(f"chains in process ({'/'.join(map(str, cfg.sizes))} steps) and on `local` (1/{cfg.local_steps} steps), "
-            f"{cfg.repeat} repetitions ({side.label})")
-        data[side.label].update(measure_chains(side, cfg))
+    for label, figures in measure_chains(sides, cfg, say).items():
+        data[label].update(figures)
     for label, figures in measure_whole(sides, cfg, say).items():
         data[label].update(figures)
     for label, samples in measure_run_list(sides, cfg, say).items():
