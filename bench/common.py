@@ -10,6 +10,7 @@ put first on PYTHONPATH, which wins over the editable install.
 from __future__ import annotations
 
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -30,6 +31,8 @@ __all__ = [
     "fmt",
     "fmt_range",
     "project",
+    "remove_later",
+    "remove_left",
     "run",
     "spread",
     "steal_share",
@@ -135,8 +138,23 @@ def env_for(project_dir: Path, side: Side = CURRENT) -> dict[str, str]:
 
 
 def project() -> Path:
-    """A new temporary project directory; the caller removes it."""
+    """A new temporary project directory; the caller removes it (now, or with `remove_later`)."""
     return Path(tempfile.mkdtemp(prefix="conveyor-bench-"))
+
+
+_LEFT: list[Path] = []
+
+
+def remove_later(path: Path) -> None:
+    """Remove `path` when the benchmark ends (`remove_left`), not between rows: deleting the tens of thousands of
+    files a row's runs wrote costs the filesystem work that would land on the next row's figures."""
+    _LEFT.append(path)
+
+
+def remove_left() -> None:
+    """Remove what `remove_later` kept."""
+    while _LEFT:
+        shutil.rmtree(_LEFT.pop(), ignore_errors=True)
 
 
 def run(cmd: list[str], env: dict[str, str], cwd: str | Path | None = None) -> subprocess.CompletedProcess[str]:

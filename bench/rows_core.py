@@ -25,6 +25,7 @@ from common import (
     Side,
     env_for,
     project,
+    remove_later,
     run,
     tree_peak_rss,
     wall,
@@ -173,7 +174,7 @@ def measure_chains(sides: list[Side], cfg: CoreConfig, say: Say) -> dict[str, di
                     local[side.label][k] += ts
     finally:
         for proj in projects.values():
-            shutil.rmtree(proj, ignore_errors=True)
+            remove_later(proj)
     out: dict[str, dict[str, list[float]]] = {}
     for side in sides:
         t, loc = times[side.label], local[side.label]
@@ -214,7 +215,7 @@ def measure_whole(sides: list[Side], cfg: CoreConfig, say: Say) -> dict[str, dic
             out[label]["fan_out_rss"] = [float(p[1]) for p in pairs]
     finally:
         for proj in projects.values():
-            shutil.rmtree(proj, ignore_errors=True)
+            remove_later(proj)
     return out
 
 

@@ -39,7 +39,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling modules, also when imported (tests)
 
-from common import CURRENT, HERE, PYCACHE, Side, cpu_steal, steal_share
+from common import CURRENT, HERE, PYCACHE, Side, cpu_steal, remove_left, steal_share
 from compare import revision_tree
 from dashboard import dashboard_rows, measure_dashboard
 from engines import engine_sections
@@ -126,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
                      else measure_dashboard(cfg.runs, say, listed=args.listed_runs))
     finally:
         shutil.rmtree(PYCACHE, ignore_errors=True)
+        remove_left()
     say("done")
 
     rows = [*core_rows(data, CURRENT.label, previous, cfg, zenml), *dashboard_rows(dashboard), *engine_rows]
