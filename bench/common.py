@@ -30,6 +30,7 @@ __all__ = [
     "env_for",
     "fmt",
     "fmt_range",
+    "journal_less_ext4",
     "project",
     "remove_later",
     "remove_left",
@@ -117,6 +118,34 @@ def cpu_steal() -> tuple[int, int] | None:
     except (OSError, ValueError):
         return None
     return (ticks[7], sum(ticks[:8])) if len(ticks) >= 8 else None
+
+
+def journal_less_ext4(path: str, mountinfo: str = "/proc/self/mountinfo", jbd2: str = "/proc/fs/jbd2") -> str | None:
+    """The device name of the filesystem holding `path` when it is ext4 without a journal (it has no
+    `/proc/fs/jbd2/DEVICE-*`), else None. There, creating files within minutes of deleting many costs several times
+    more (docs/performance.md), so the report says when to run the benchmark again."""
+    best: tuple[str, str, str] | None = None  # (mount point, type, source) of the deepest mount holding path
+    try:
+        with open(mountinfo) as fh:
+            for line in fh:
+                left, _, right = line.partition(" - ")
+                fields, more = left.split(), right.split()
+                if len(fields) < 5 or len(more) < 2:
+                    continue
+                point = fields[4].replace("\\040", " ")
+                inside = path == point or path.startswith(point.rstrip("/") + "/")
+                if inside and (best is None or len(point) > len(best[0])):
+                    best = (point, more[0], more[1])
+    except OSError:
+        return None
+    if best is None or best[1] != "ext4":
+        return None
+    device = os.path.basename(best[2])
+    try:
+        journals = os.listdir(jbd2)
+    except OSError:
+        journals = []
+    return None if any(j.startswith(f"{device}-") for j in journals) else device
 
 
 def steal_share(before: tuple[int, int] | None, after: tuple[int, int] | None) -> float | None:

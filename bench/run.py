@@ -32,6 +32,7 @@ import os
 import platform
 import shutil
 import sys
+import tempfile
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -39,7 +40,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling modules, also when imported (tests)
 
-from common import CURRENT, HERE, PYCACHE, Side, cpu_steal, remove_left, steal_share
+from common import CURRENT, HERE, PYCACHE, Side, cpu_steal, journal_less_ext4, remove_left, steal_share
 from compare import revision_tree
 from dashboard import dashboard_rows, measure_dashboard
 from engines import engine_sections
@@ -154,12 +155,17 @@ def main(argv: list[str] | None = None) -> int:
     if steal is not None and steal > STEAL_NOTED:
         print(f"\nNote: this virtual machine's host took {steal:.0%} of its CPU time during the run (steal in "
               "/proc/stat); timings are inflated by the host's other guests, not by this code: run again later.")
+    device = journal_less_ext4(os.path.realpath(tempfile.gettempdir()))
+    if device:
+        print(f"\nNote: the temporary directory is on ext4 without a journal ({device}). There, creating files within "
+              "minutes of deleting many costs several times more (docs/performance.md); this benchmark removed its "
+              "projects as it ended, so wait a few minutes before running it again.")
     if args.json:
         payload: dict[str, Any] = {
             "python": platform.python_version(), "platform": platform.platform(), "cpus": os.cpu_count(),
             "rows": [{**asdict(r), "verdict": r.verdict} for r in rows],
             "raw": {"core": data, "zenml": zenml if zenml else {"skipped": zenml_error or "ZENML_PYTHON not set"},
-                    **engines_raw, "dashboard": dashboard, "load_average": load, "cpu_steal": steal, "importtime": sections, "compare": previous},
+                    **engines_raw, "dashboard": dashboard, "load_average": load, "cpu_steal": steal, "journal_less_ext4": device, "importtime": sections, "compare": previous},
         }
         Path(args.json).write_text(json.dumps(payload, indent=2, default=str) + "\n")
     failed = [r for r in rows if r.note.startswith("failed")]

@@ -110,3 +110,28 @@ def test_cpu_steal_is_read_from_proc_stat_and_shared_out(bench: dict[str, Module
     assert common.steal_share((100, 1000), (130, 1200)) == pytest.approx(0.15)
     assert common.steal_share((100, 1000), (100, 1000)) is None
     assert common.steal_share(None, first) is None
+
+
+def test_a_journal_less_ext4_is_told_from_a_journalled_one_and_from_other_filesystems(
+        bench: dict[str, ModuleType], tmp_path: Path) -> None:
+    """The report's ext4 note: the deepest mount holding the path decides, and an ext4 counts as journal-less
+    only when /proc/fs/jbd2 has no DEVICE-* entry for it."""
+    common = bench["common"]
+    mountinfo = tmp_path / "mountinfo"
+    mountinfo.write_text(
+        "27 1 254:0 / / rw,relatime - ext4 /dev/vda rw,discard\n"
+        "30 27 0:27 / /dev/shm rw,relatime - tmpfs tmpfs rw\n"
+        "31 27 8:1 / /data rw,relatime - ext4 /dev/sdb1 rw\n"
+        "32 27 8:2 / /my\\040disk rw,relatime - ext4 /dev/sdc rw\n")
+    jbd2 = tmp_path / "jbd2"
+    (jbd2 / "sdb1-8").mkdir(parents=True)
+
+    def check(path: str) -> str | None:
+        return common.journal_less_ext4(path, str(mountinfo), str(jbd2))
+
+    assert check("/tmp/x") == "vda"  # the root's ext4, no journal
+    assert check("/dev/shm/x") is None  # tmpfs
+    assert check("/data/x") is None  # ext4 with a journal
+    assert check("/database") == "vda"  # not below /data: the root's
+    assert check("/my disk/x") == "sdc"  # a mount point with a space, as mountinfo escapes it
+    assert common.journal_less_ext4("/x", str(tmp_path / "missing"), str(jbd2)) is None
