@@ -106,7 +106,7 @@ def fmt_range(low: float | None, high: float | None, unit: str = "s") -> str:
     return f"{fmt(low, unit)}–{fmt(high, unit)}"
 
 
-# -- subprocesses ---------------------------------------------------------------------------------
+# -- the machine ----------------------------------------------------------------------------------
 
 def cpu_steal() -> tuple[int, int] | None:
     """(steal, all) clock ticks of every CPU since boot (/proc/stat); None where there is no such file. On a
@@ -154,6 +154,8 @@ def steal_share(before: tuple[int, int] | None, after: tuple[int, int] | None) -
         return None
     return (after[0] - before[0]) / (after[1] - before[1])
 
+
+# -- subprocesses ---------------------------------------------------------------------------------
 
 def env_for(project_dir: Path, side: Side = CURRENT) -> dict[str, str]:
     """The environment of a measured process: its own project, quiet, bytecode cached privately."""
