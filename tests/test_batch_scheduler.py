@@ -32,6 +32,7 @@ from conveyor.step_operators.batch import (
     StateTable,
 )
 from conveyor.step_operators.info import JobState, StepRunInfo, Submission
+from conveyor.step_operators.polling import POLL_START, next_poll_delay
 from conveyor.step_operators.slurm.commands import parse_sacct
 from conveyor.step_operators.slurm.operator import SlurmStepOperator
 
@@ -89,6 +90,31 @@ def test_a_job_that_left_the_queue_is_not_asked_about_again_until_forgotten() ->
     poller.forget("1")
     poller.state("1")
     assert calls[-1] == ["1", "2"]
+
+
+def test_a_new_job_is_asked_about_on_the_launchers_back_off_then_once_per_interval() -> None:
+    """A job that ends in its first second is noticed as soon as the launcher's own back-off would notice it (the
+    shared answer is never the reason a short Slurm step waits an interval); later, one call per interval."""
+    clock = [100.0]
+    asked: list[float] = []
+    poller = JobPoller(lambda ids: asked.append(clock[0] - 100.0) or {j: QueueEntry("RUN") for j in ids},
+                       lambda: POLL, clock=lambda: clock[0])
+    while clock[0] < 104.0:  # a caller every 10 ms (the log tailer asks every 50 ms)
+        poller.state("1")
+        clock[0] += 0.01
+    polls, delay = [0.0], POLL_START  # the launcher's own schedule: 0, 50 ms, 125 ms, ... then every POLL
+    while polls[-1] < 4.0:
+        polls.append(polls[-1] + delay)
+        delay = next_poll_delay(delay, POLL)
+    # every poll of the launcher's finds an answer asked after its previous poll: as fresh as its own would be
+    for before, at in zip(polls, polls[1:]):
+        if at < 3.99:
+            assert any(before - 1e-9 <= t <= at + 0.011 for t in asked), (before, at, asked)
+    gaps = [b - a for a, b in zip(asked, asked[1:])]
+    assert gaps == sorted(gaps) or max(gaps) - min(gaps[-3:]) < 0.011, gaps  # the gaps only grow
+    assert sum(t < 1.0 for t in asked) >= 6, asked  # a fresh answer at the launcher's pace in the first second
+    late = [t for t in asked if t >= 2.0]
+    assert len(late) <= 2.0 / POLL + 1 and all(g >= POLL - 1e-9 for g in gaps[-len(late) + 1:]), asked
 
 
 # -- the state table ----------------------------------------------------------------------------------------------
@@ -265,10 +291,21 @@ def test_one_squeue_per_poll_interval_follows_all_the_jobs(slurm_cluster: SlurmC
     assert sorted(s.outputs["output"].load() for s in run.steps.values()) == [0, 10, 20, 30]
     calls = _squeue_calls(log)
     span = calls[-1][0] - calls[0][0]
-    # at most one call per interval, plus one when a job is first asked about (its submission), plus the first
-    assert len(calls) <= span / POLL + jobs + 2, (len(calls), span, calls)
+    # at most one call per interval, plus for each job one when it is first asked about (its submission) and the
+    # launcher's back-off polls of its first second, plus the first
+    bound = span / POLL + jobs * (1 + _back_off_polls(POLL)) + 2
+    print(f"{len(calls)} squeue calls in {span:.1f} s (bound {bound:.0f})")
+    assert len(calls) <= bound, (len(calls), span, calls)
     per_job = {job: sum(job in ids for _, ids in calls) for job in calls[-1][1] + calls[0][1]}
-    assert all(count <= span / POLL + jobs + 2 for count in per_job.values()), per_job
+    assert all(count <= bound for count in per_job.values()), per_job
+
+
+def _back_off_polls(interval: float) -> int:
+    """How many polls the launcher makes before its gap reaches `interval`."""
+    count, delay = 0, POLL_START
+    while delay < interval:
+        count, delay = count + 1, next_poll_delay(delay, interval)
+    return count
 
 
 # -- a second scheduler written against the base: a toy one on this machine ---------------------------------------

@@ -18,6 +18,7 @@ from conveyor.execution.attempt_record import AttemptRecord, this_host
 from conveyor.execution.handover import Handover, can_hand_over
 from conveyor.execution.jobspec import ArtifactRef, JobSpec, JobSpecError, OutputSlot, StepResult, sys_exit_message
 from conveyor.secrets.runtime import mark_for_redaction, redact
+from conveyor.step_operators.polling import POLL_START, next_poll_delay
 from conveyor.store.store import new_id, now
 
 if TYPE_CHECKING:
@@ -35,8 +36,6 @@ if TYPE_CHECKING:
     from conveyor.step_operators.info import LogWriter, StatusReport, StepRunInfo, Submission
     from conveyor.store.store import MetadataStore
 
-#: the first wait between two status polls; it backs off to the operator's `poll_interval`
-POLL_START = 0.05
 STORAGE_OPTIONS_ENV = "CONVEYOR_STORAGE_OPTIONS"
 #: failures StepRetryConfig retries: the step's own doing. Preemption and lost jobs have their own budget;
 #: a refused submission, an impossible request or a stop are never retried.
@@ -657,7 +656,7 @@ class StepLauncher:
                 # the backend may tell us the moment the job ends; if it cannot wait, sleep (a stop wakes us)
                 if operator.wait_for_change(submission, min(delay, 0.2)) is False and self.s.stop_event.wait(delay):
                     continue
-                delay = min(delay * 1.5, operator.poll_interval)
+                delay = next_poll_delay(delay, operator.poll_interval)
         except BaseException:
             operator.cancel(submission)
             raise
