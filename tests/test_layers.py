@@ -25,7 +25,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
                    "conveyor.artifacts.layout", "conveyor.images.settings", "conveyor.stack.component",
                    "conveyor.stack.component_config", "conveyor.stack.config_model", "conveyor.stack.flavor",
                    "conveyor.stack.flavor_description", "conveyor.stack.lifecycle", "conveyor.stack.registry")),
-    ("contracts", ("conveyor.step_operators.base", "conveyor.step_operators.info",
+    ("contracts", ("conveyor.step_operators.base", "conveyor.step_operators.info", "conveyor.step_operators.polling",
                    "conveyor.step_operators.entrypoint", "conveyor.orchestrators.base",
                    "conveyor.orchestrators.base_config", "conveyor.artifact_stores.base",
                    "conveyor.artifact_stores.base_config", "conveyor.stack.stack", "conveyor.context",
