@@ -111,7 +111,8 @@ def test_a_new_job_is_asked_about_on_the_launchers_back_off_then_once_per_interv
         if at < 3.99:
             assert any(before - 1e-9 <= t <= at + 0.011 for t in asked), (before, at, asked)
     gaps = [b - a for a, b in zip(asked, asked[1:])]
-    assert gaps == sorted(gaps) or max(gaps) - min(gaps[-3:]) < 0.011, gaps  # the gaps only grow
+    # the gaps only grow (to within the callers' 10 ms), up to the interval
+    assert all(b >= a - 0.011 for a, b in zip(gaps, gaps[1:])) and max(gaps) <= POLL + 0.011, gaps
     assert sum(t < 1.0 for t in asked) >= 6, asked  # a fresh answer at the launcher's pace in the first second
     late = [t for t in asked if t >= 2.0]
     assert len(late) <= 2.0 / POLL + 1 and all(g >= POLL - 1e-9 for g in gaps[-len(late) + 1:]), asked
